@@ -1,0 +1,57 @@
+# DanceLCM — every target creates the virtual environment it needs first.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines: the torch pin makes pip take the local CPU wheel instead of a multi-GB CUDA build.
+# On a GPU machine that already has torch in the venv, use `make install TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(EXTRAS)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow lint format demo data bench-data clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP) ## create .venv and install the package with the dev tools (about a minute)
+
+test: $(STAMP) ## run the fast test suite (CPU only)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## run every test, the slow ones included
+	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+data: $(STAMP) ## generate the synthetic dancer dataset in data/synthetic (if missing)
+	@test -f data/synthetic/dataset.json || $(PY) -m dancelcm.data.synthesize out_dir=data/synthetic
+
+demo: $(STAMP) ## the main job on the embedded default: synthetic dancers -> preview + loader check
+	$(PY) -m dancelcm.data.synthesize out_dir=data/demo num_videos=40 overwrite=true
+	$(PY) -m dancelcm.data.benchmark root=data/demo num_frames=8 resolution=64 workers=[2] clips=64
+	@echo "preview: data/demo/preview.png and data/demo/preview.gif"
+
+bench-data: $(STAMP) ## loader throughput: clips/s at 16 x 256 x 256 with 0 and 2 workers
+	$(PY) -m dancelcm.data.benchmark
+
+clean: ## remove caches (keeps .venv and data/)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

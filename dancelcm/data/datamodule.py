@@ -1,0 +1,120 @@
+"""LightningDataModule over pose-video-face triplets (real or synthetic, same layout and reader)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from dancelcm.data.dataset import ClipSampler, ClipSpec, ScanReport, TripletDataset, scan_videos
+
+log = logging.getLogger(__name__)
+
+
+class PoseVideoDataModule(L.LightningDataModule):
+    """Scans the train and validation splits once in ``setup`` (bad videos skipped and summarised, or
+    raised, per ``on_error``), then serves clips through ``ClipSampler`` (sharded by rank, deterministic
+    per seed and epoch) and DataLoader workers. See ``dancelcm/data/dataset.py`` for the batch keys.
+
+    ``synthesize``: optional options for ``dancelcm.data.synthesize``; when given and ``root`` holds no
+    dataset yet, ``prepare_data`` (rank 0 only) generates it there.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_frames: int = 8,
+        stride: int = 2,
+        resolution: int | tuple[int, int] = 64,
+        face_size: int = 32,
+        face_scale: float = 1.5,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        clips_per_video: int = 1,
+        val_clips_per_video: int = 1,
+        train_split: str = "train",
+        val_split: str = "test",
+        seed: int = 0,
+        on_error: str = "skip",
+        scan: str = "header",
+        pin_memory: bool = False,
+        synthesize: dict | None = None,
+    ):
+        super().__init__()
+        self.root = str(root)
+        self.clip = ClipSpec(num_frames, stride)
+        self.resolution = resolution if isinstance(resolution, int) else tuple(resolution)
+        self.face_size, self.face_scale = face_size, face_scale
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.clips_per_video, self.val_clips_per_video = clips_per_video, val_clips_per_video
+        self.train_split, self.val_split = train_split, val_split
+        self.seed, self.on_error, self.scan = seed, on_error, scan
+        self.pin_memory = pin_memory
+        self.synthesize = dict(synthesize) if synthesize else None
+        self.reports: dict[str, ScanReport] = {}
+        self.train_dataset: TripletDataset | None = None
+        self.val_dataset: TripletDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.synthesize is None or (Path(self.root) / "dataset.json").exists():
+            return
+        from dancelcm.data.synthesize import SynthesisConfig, synthesize
+
+        log.info("no dataset at %s: generating the synthetic dancers there (%s)", self.root, self.synthesize)
+        synthesize(SynthesisConfig(**{**self.synthesize, "out_dir": self.root}))
+
+    def _dataset(self, split: str, train: bool, clips_per_video: int) -> TripletDataset:
+        report = scan_videos(self.root, split, self.clip, mode=self.scan, on_error=self.on_error)
+        self.reports[split] = report
+        (log.warning if report.skipped else log.info)(report.summary())
+        return TripletDataset(
+            report.entries,
+            self.clip,
+            resolution=self.resolution,
+            face_size=self.face_size,
+            face_scale=self.face_scale,
+            clips_per_video=clips_per_video,
+            train=train,
+            seed=self.seed,
+            on_error=self.on_error,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._dataset(self.train_split, True, self.clips_per_video)
+        if stage in (None, "fit", "validate", "test", "predict") and self.val_dataset is None:
+            self.val_dataset = self._dataset(self.val_split, False, self.val_clips_per_video)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, problem) of every video left out by the scans so far."""
+        return [s for r in self.reports.values() for s in r.skipped]
+
+    def _loader(self, dataset: TripletDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=ClipSampler(dataset, shuffle=shuffle, seed=self.seed),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,201 @@
+"""Low-level readers for one video folder of the standard layout (see ``layout.py``).
+
+Video files are decoded with decord at their native size (its own resize is unreliable at small sizes);
+frame folders are read with Pillow. Every failure is raised as ``DataError`` naming the file and the
+problem, so a caller can skip it or stop with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from dancelcm.data import layout
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
+# Where each stream may live inside a video folder: a file stem or a frames folder.
+SOURCES = {"video": ("video", "frames"), "pose": ("pose", "pose")}
+
+
+class DataError(RuntimeError):
+    """A problem with one file of a dataset; the message names the file."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+def find_source(video_dir: Path, kind: str) -> Path:
+    """Path of the ``video`` or ``pose`` stream of one video folder (a file or a frames folder)."""
+    stem, folder = SOURCES[kind]
+    for suffix in VIDEO_SUFFIXES:
+        p = video_dir / f"{stem}{suffix}"
+        if p.exists():
+            return p
+    if (video_dir / folder).is_dir():
+        return video_dir / folder
+    expected = f"{stem}.mp4 or a {folder}/ folder of images"
+    raise DataError(video_dir, f"no {kind} found (expected {expected})")
+
+
+class FrameSource:
+    """Random access to the frames of a video file or a frames folder, as uint8 (n, H, W, 3)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._reader = None
+        self._files: list[Path] | None = None
+        if path.is_dir():
+            try:
+                self._files = layout.list_frame_files(path)
+            except OSError as e:
+                raise DataError(path, f"frames folder cannot be listed ({e})") from e
+            if not self._files:
+                raise DataError(path, f"frames folder has no images ({', '.join(layout.IMAGE_SUFFIXES)})")
+        else:
+            if path.stat().st_size == 0:
+                raise DataError(path, "file is empty (0 bytes)")
+            import decord
+
+            try:
+                self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+            except Exception as e:  # decord raises RuntimeError / DECORDError with C++ context
+                raise DataError(path, f"cannot be opened as a video (corrupt or truncated?): {_short(e)}") from e
+            if len(self._reader) == 0:
+                raise DataError(path, "video has zero frames")
+
+    def __len__(self) -> int:
+        return len(self._files) if self._files is not None else len(self._reader)
+
+    def get(self, indices) -> np.ndarray:
+        indices = [int(i) for i in indices]
+        n = len(self)
+        bad = [i for i in indices if not 0 <= i < n]
+        if bad:
+            raise DataError(self.path, f"frame indices {bad[:3]} out of range for {n} frames")
+        if self._files is not None:
+            return np.stack([self._read_image(self._files[i]) for i in indices])
+        try:
+            return self._reader.get_batch(indices).asnumpy()
+        except Exception as e:
+            raise DataError(self.path, f"frames {indices[0]}..{indices[-1]} cannot be decoded: {_short(e)}") from e
+
+    def frame_size(self) -> tuple[int, int]:
+        if self._files is not None:
+            from PIL import Image
+
+            with Image.open(self._files[0]) as im:
+                return im.height, im.width
+        h, w, _ = self._reader[0].shape
+        return h, w
+
+    def check_all(self) -> None:
+        """Decode every frame (a full scan); raises DataError on the first failure."""
+        step = 16
+        for s in range(0, len(self), step):
+            self.get(range(s, min(s + step, len(self))))
+
+    @staticmethod
+    def _read_image(path: Path) -> np.ndarray:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except Exception as e:
+            raise DataError(path, f"image cannot be read: {_short(e)}") from e
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[-1] if text else type(e).__name__)[:200]
+
+
+class SourceCache:
+    """A small per-process LRU of open frame sources (opened lazily inside each DataLoader worker)."""
+
+    def __init__(self, capacity: int = 8):
+        self.capacity = capacity
+        self._items: OrderedDict[str, FrameSource] = OrderedDict()
+
+    def get(self, path: Path) -> FrameSource:
+        key = str(path)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        src = FrameSource(path)
+        self._items[key] = src
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return src
+
+
+def read_frames(video_dir: Path, kind: str = "video") -> np.ndarray:
+    src = FrameSource(find_source(video_dir, kind))
+    return src.get(range(len(src)))
+
+
+def read_meta(video_dir: Path) -> dict:
+    path = video_dir / "meta.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(path, f"not valid JSON ({e})") from e
+
+
+def read_faces(video_dir: Path, num_frames: int) -> list[list[float] | None]:
+    """Per-frame face boxes (x0, y0, x1, y1) in pixels, None where no face was seen.
+
+    A missing ``faces.json`` is valid: every frame is then face-less (the face condition is absent).
+    """
+    path = video_dir / "faces.json"
+    if not path.exists():
+        return [None] * num_frames
+    try:
+        boxes = json.loads(path.read_text())["boxes"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(path, f'expected {{"boxes": [[x0, y0, x1, y1] | null, ...]}} ({type(e).__name__}: {e})') from e
+    if len(boxes) != num_frames:
+        raise DataError(path, f"has {len(boxes)} face boxes for a video of {num_frames} frames")
+    for i, b in enumerate(boxes):
+        if b is not None and (len(b) != 4 or not (b[2] > b[0] and b[3] > b[1])):
+            raise DataError(path, f"face box {i} = {b} is not [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
+    return boxes
+
+
+def read_keypoints(video_dir: Path, num_frames: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(body (F, 18, 3), face (F, 68, 3)) in pixels with confidence, or None without keypoints.npz."""
+    path = video_dir / "keypoints.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            body = data["body"].astype(np.float32)
+            face = data["face"].astype(np.float32) if "face" in data else np.zeros((len(body), 68, 3), np.float32)
+    except Exception as e:
+        raise DataError(path, f"cannot be read as keypoints (need arrays 'body' (F,18,3), 'face' (F,68,3)): {e}") from e
+    if body.shape[1:] != (18, 3) or face.shape[1:] != (68, 3):
+        raise DataError(path, f"keypoint shapes body {body.shape} / face {face.shape}; expected (F,18,3) / (F,68,3)")
+    if len(body) != num_frames or len(face) != num_frames:
+        raise DataError(path, f"has keypoints for {len(body)} frames, the video has {num_frames}")
+    return body, face
+
+
+def read_ground_truth(video_dir: Path, num_frames: int) -> dict[str, np.ndarray] | None:
+    """Synthetic-only ground truth: figure_mask (F, H, W) bool, turned (F,) bool; None when absent."""
+    path = video_dir / "ground_truth.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            out = {"figure_mask": layout.unpack_mask(data), "turned": data["turned"].astype(bool)}
+    except Exception as e:
+        raise DataError(path, f"cannot be read as ground truth: {e}") from e
+    if len(out["turned"]) != num_frames or len(out["figure_mask"]) != num_frames:
+        raise DataError(path, f"has ground truth for {len(out['turned'])} frames, the video has {num_frames}")
+    return out

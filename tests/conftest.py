@@ -1,0 +1,35 @@
+"""Shared fixtures: small synthetic datasets generated once per test session (seconds on 2 CPUs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+from dancelcm.data.synthesize import SynthesisConfig, synthesize  # noqa: E402
+
+
+def make_dataset(path: Path, **overrides) -> Path:
+    cfg = dict(out_dir=str(path), num_videos=10, num_frames=24, resolution=32, num_workers=1, preview=False)
+    cfg.update(overrides)
+    synthesize(SynthesisConfig(**cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """10 videos x 24 frames at 32x32 (8 train / 2 test). Read-only: copy it before damaging files."""
+    return make_dataset(tmp_path_factory.mktemp("synthetic") / "data")
+
+
+@pytest.fixture
+def fresh_copy(synthetic_root, tmp_path) -> Path:
+    """A private copy of the session dataset that a test may corrupt."""
+    dst = tmp_path / "data"
+    shutil.copytree(synthetic_root, dst)
+    return dst

@@ -1,0 +1,181 @@
+"""Every kind of bad input gets a message naming the file; with on_error=skip it is counted and left out."""
+
+import json
+import logging
+import re
+import shutil
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dancelcm.data import layout
+from dancelcm.data.datamodule import PoseVideoDataModule
+from dancelcm.data.dataset import ClipSpec, TripletDataset, scan_videos
+from dancelcm.data.reader import DataError, read_frames
+
+CLIP = ClipSpec(4, 2)
+
+
+def _victim(root):
+    vid = layout.read_split(root, "train")[0]
+    return vid, layout.video_dir(root, vid)
+
+
+def _expect_skip_and_raise(root, vid, fragment, mode="header"):
+    report = scan_videos(root, "train", CLIP, mode=mode, on_error="skip")
+    assert vid not in [e.video_id for e in report.entries]
+    assert len(report.skipped) == 1
+    path, problem = report.skipped[0]
+    assert vid in path and fragment in problem, (path, problem)
+    assert "1 skipped" in report.summary() and vid in report.summary()
+    with pytest.raises(DataError, match=re.escape(fragment)) as info:
+        scan_videos(root, "train", CLIP, mode=mode, on_error="raise")
+    assert vid in str(info.value)
+
+
+def test_corrupt_video(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    (d / "video.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    _expect_skip_and_raise(fresh_copy, vid, "cannot be opened as a video")
+
+
+def test_truncated_video(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    data = (d / "video.mp4").read_bytes()
+    (d / "video.mp4").write_bytes(data[: len(data) // 2])
+    _expect_skip_and_raise(fresh_copy, vid, "corrupt or truncated")
+
+
+def test_zero_byte_file(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    (d / "pose.mp4").write_bytes(b"")
+    _expect_skip_and_raise(fresh_copy, vid, "empty (0 bytes)")
+
+
+def test_zero_frames(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    (d / "video.mp4").unlink()
+    (d / "frames").mkdir()  # a frames folder with no images
+    _expect_skip_and_raise(fresh_copy, vid, "has no images")
+
+
+def test_pose_video_length_mismatch(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    pose = read_frames(d, "pose")
+    layout.write_video(d / "pose.mp4", pose[:-3], fps=12)
+    _expect_skip_and_raise(fresh_copy, vid, "pose/video length mismatch: 21 pose frames, 24 video frames")
+
+
+def test_video_shorter_than_clip(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    for stem in ("video", "pose"):
+        layout.write_video(d / f"{stem}.mp4", read_frames(d, stem)[:5], fps=12)
+    for name in ("keypoints.npz", "faces.json", "ground_truth.npz"):
+        (d / name).unlink()
+    _expect_skip_and_raise(fresh_copy, vid, "fewer than one clip needs")
+
+
+def test_unreadable_frames_folder(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    frames = read_frames(d, "video")
+    (d / "frames").mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(d / "frames" / f"{i:06d}.png")
+    (d / "video.mp4").unlink()
+    (d / "frames" / "000020.png").write_bytes(b"not a png")
+    # The header scan opens the first frame only; the full scan decodes everything and catches it.
+    assert vid in [e.video_id for e in scan_videos(fresh_copy, "train", CLIP, mode="header").entries]
+    _expect_skip_and_raise(fresh_copy, vid, "image cannot be read", mode="full")
+    (d / "frames" / "000000.png").write_bytes(b"")
+    _expect_skip_and_raise(fresh_copy, vid, "image cannot be read", mode="header")
+
+
+def test_malformed_side_files(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    (d / "faces.json").write_text(json.dumps({"boxes": [None] * 3}))
+    _expect_skip_and_raise(fresh_copy, vid, "has 3 face boxes for a video of 24 frames")
+    (d / "faces.json").write_text("{nope")
+    _expect_skip_and_raise(fresh_copy, vid, "expected {")
+    (d / "faces.json").unlink()
+    np.savez(d / "keypoints.npz", body=np.zeros((7, 18, 3)), face=np.zeros((7, 68, 3)))
+    _expect_skip_and_raise(fresh_copy, vid, "keypoints for 7 frames")
+
+
+def test_missing_face_boxes_mark_the_face_absent(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    (d / "faces.json").unlink()
+    entries = scan_videos(fresh_copy, "train", CLIP).entries
+    e = next(x for x in entries if x.video_id == vid)
+    s = TripletDataset([e], CLIP, resolution=32, face_size=16)[0]
+    assert not s["face_valid"] and not s["face_boxes_valid"].any()
+    assert torch.count_nonzero(s["face"]) == 0 and torch.count_nonzero(s["face_boxes"]) == 0
+
+
+def _corrupt_stream_middle(d):
+    """Overwrite bytes inside the compressed stream: the file opens and its first frames decode, later
+    ones fail. Only a full scan or the loader itself can notice."""
+    path = d / "video.mp4"
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * 0.7)
+    data[at : at + 300] = np.random.default_rng(0).bytes(300)
+    path.write_bytes(bytes(data))
+
+
+def test_decode_failure_while_loading_is_skipped_and_counted(fresh_copy, caplog):
+    vid, d = _victim(fresh_copy)
+    _corrupt_stream_middle(d)
+    entries = scan_videos(fresh_copy, "train", CLIP, mode="header").entries  # passes the cheap scan
+    assert vid in [e.video_id for e in entries]
+    ds = TripletDataset(entries, CLIP, resolution=32, train=False, clips_per_video=1)
+    bad = [e.video_id for e in entries].index(vid)
+    # slot 0 is frames 0..6: decodable; move the clip to the end of the video
+    ds.clip = ClipSpec(4, 6)
+    with caplog.at_level(logging.WARNING):
+        s = ds[bad]
+    assert s["video_id"] != vid and int(ds.runtime_failures) == 1
+    assert vid in caplog.text
+    strict = TripletDataset(entries, ClipSpec(4, 6), resolution=32, train=False, on_error="raise")
+    with pytest.raises(DataError, match="cannot be decoded"):
+        strict[bad]
+    _expect_skip_and_raise(fresh_copy, vid, "cannot be decoded", mode="full")
+
+
+class _Probe(L.LightningModule):
+    """The smallest model that consumes batches: predicts the clip from its pose maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Conv3d(3, 3, 1)
+        self.seen: set[str] = set()
+
+    def training_step(self, batch, _):
+        self.seen.update(batch["video_id"])
+        pred = self.net(batch["pose"].transpose(1, 2)).transpose(1, 2)
+        loss = torch.nn.functional.mse_loss(pred, batch["video"])
+        self.log("train/loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_one_corrupt_file_among_ten_trains_on_the_nine(synthetic_root, tmp_path):
+    root = tmp_path / "ten"
+    shutil.copytree(synthetic_root, root)
+    all_ids = layout.read_split(root, "train") + layout.read_split(root, "test")
+    layout.write_split(root, "train", all_ids)  # ten training videos
+    bad = all_ids[3]
+    (layout.video_dir(root, bad) / "video.mp4").write_bytes(b"\x00garbage" * 100)
+    dm = PoseVideoDataModule(str(root), num_frames=4, stride=2, resolution=32, batch_size=3, num_workers=0)
+    model = _Probe()
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert model.seen == set(all_ids) - {bad}
+    assert len(dm.skipped) == 1 and bad in dm.skipped[0][0]
+    assert "9 of 10 videos usable, 1 skipped" in dm.reports["train"].summary()
