@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m dancelcm.data.synthesize out_dir=data/synthetic num_videos=200 num_frames=48 resolution=64 seed=0
+    python -m dancelcm.data.synthesize out_dir=data/synthetic num_videos=400 num_frames=48 resolution=64 seed=0
 
 Identities are split between train and test (disjoint), each video gets its own dance, background and
 turns. Besides what real data has (video, pose maps, keypoints, face boxes), each video stores
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SynthesisConfig:
     out_dir: str = "data/synthetic"
-    num_videos: int = 200
+    num_videos: int = 400
     num_frames: int = 48
     resolution: int = 64
     fps: int = 12

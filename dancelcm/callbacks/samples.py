@@ -1,0 +1,119 @@
+"""Fixed-seed sample videos at each validation: mp4 + PNG strip, through every logger."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from dancelcm.data.layout import write_video
+from dancelcm.metrics.quality import psnr
+
+log = logging.getLogger(__name__)
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """(B, F, 3, H, W) in [-1, 1] -> (B, F, H, W, 3) uint8."""
+    return (
+        ((video.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+    )
+
+
+def sample_panels(batch: dict, samples: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Side-by-side panels per frame: reference | pose | ground truth | each sample.
+
+    Returns (video frames (F, B*H, P*W, 3), strip image, panel names)."""
+    ref = to_uint8(batch["reference"][:, None].expand_as(batch["video"]))
+    cols = [ref, to_uint8(batch["pose"]), to_uint8(batch["video"])] + [to_uint8(s) for s in samples.values()]
+    names = ["reference", "pose", "ground truth", *samples.keys()]
+    grid = np.concatenate(cols, axis=3)  # (B, F, H, P*W, 3)
+    frames = np.concatenate(list(grid), axis=1)  # (F, B*H, P*W, 3)
+    # strip: per clip, one row per panel (pose, gt, samples...) with frames left to right
+    rows = []
+    for b in range(grid.shape[0]):
+        for c in cols[1:]:
+            rows.append(np.concatenate([cols[0][b, 0]] + list(c[b]), axis=1))
+    return frames, np.concatenate(rows, axis=0), names
+
+
+def write_samples(
+    directory: Path, stem: str, batch: dict, samples: dict[str, torch.Tensor], fps: int = 6
+) -> tuple[Path, Path]:
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    frames, strip, _ = sample_panels(batch, samples)
+    h, w = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+    mp4, png = directory / f"{stem}.mp4", directory / f"{stem}.png"
+    write_video(mp4, frames, fps=fps, crf=18)
+    Image.fromarray(strip).save(png)
+    return mp4, png
+
+
+class SampleVideos(L.Callback):
+    """At each validation end (rank 0): sample the first ``num_clips`` validation clips with fixed noise,
+    write ``samples/step_XXXXXXX.{mp4,png}`` in the run folder, log PSNR and the media to the loggers."""
+
+    def __init__(self, num_clips: int = 4, every_n_validations: int = 1, seed: int = 0):
+        self.num_clips, self.every, self.seed = num_clips, every_n_validations, seed
+        self._batch: dict | None = None
+        self._count = 0
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0 and self._batch is None:
+            self._batch = {
+                k: (v[: self.num_clips] if torch.is_tensor(v) or isinstance(v, list) else v) for k, v in batch.items()
+            }
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._count += 1
+        if trainer.sanity_checking or self._batch is None or (self._count - 1) % self.every:
+            return
+        if not trainer.is_global_zero:
+            return
+        batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in self._batch.items()}
+        samples = pl_module.sample_for_logging(batch, seed=self.seed)
+        out_dir = Path(trainer.default_root_dir) / "samples"
+        mp4, png = write_samples(out_dir, f"step_{trainer.global_step:07d}", batch, samples)
+        metrics = {}
+        for name, video in samples.items():
+            metrics[f"val/psnr_{name}"] = psnr(video, batch["video"]).mean().item()
+            if "figure_mask" in batch:
+                metrics[f"val/psnr_figure_{name}"] = psnr(video, batch["video"], batch["figure_mask"]).nanmean().item()
+        for lg in trainer.loggers:
+            lg.log_metrics(metrics, step=trainer.global_step)
+            if type(lg).__name__ == "WandbLogger":
+                import wandb
+
+                lg.experiment.log({"samples/video": wandb.Video(str(mp4)), "samples/strip": wandb.Image(str(png))},
+                                  step=trainer.global_step)  # fmt: skip
+        log.info("samples at step %d: %s (%s)", trainer.global_step, mp4,
+                 ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))  # fmt: skip
+
+
+class ExportBundle(L.Callback):
+    """Writes the model (EMA weights when present) as a bundle folder every ``every_n_steps`` and at the
+    end of training: ``<run>/export/`` is what gets shipped or loaded by later stages."""
+
+    def __init__(self, every_n_steps: int = 500, dirname: str = "export"):
+        self.every, self.dirname = every_n_steps, dirname
+
+    def _export(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            from dancelcm.models.bundle import save_bundle
+
+            d = save_bundle(
+                Path(trainer.default_root_dir) / self.dirname, pl_module.sampling_net, pl_module.bundle_meta()
+            )
+            log.info("exported the model at step %d to %s", trainer.global_step, d)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.every and trainer.global_step % self.every == 0 and trainer.global_step > 0:
+            self._export(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self._export(trainer, pl_module)

@@ -1,0 +1,55 @@
+"""Builders from a composed config to typed objects (called by the entry points only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def plain(cfg: Any) -> Any:
+    """OmegaConf -> plain Python containers (what goes into hparams and checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def latent_geometry(model_cfg: dict, resolution) -> tuple[int, int, tuple[int, int]]:
+    """(latent channels, factor, latent size) without loading any weights."""
+    ae = model_cfg["autoencoder"]
+    if ae["kind"] == "patch":
+        factor = int(ae.get("factor", 8))
+        channels = 3 * factor * factor
+    else:
+        factor = int(ae.get("factor", 8))
+        channels = int(model_cfg.get("latent_channels", 4))
+    h, w = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    if h % factor or w % factor:
+        raise ValueError(f"data.resolution={resolution} is not divisible by the autoencoder factor {factor}")
+    return channels, factor, (h // factor, w // factor)
+
+
+def animator_kwargs(model_cfg: dict, resolution) -> dict:
+    channels, factor, size = latent_geometry(model_cfg, resolution)
+    return dict(latent_channels=channels, latent_size=list(size), factor=factor, **model_cfg["animator"])
+
+
+def data_geometry(data_cfg: dict) -> dict:
+    keys = ("resolution", "num_frames", "stride", "face_size", "face_scale")
+    return {k: data_cfg[k] for k in keys if k in data_cfg}
+
+
+def build_module(cfg: DictConfig):
+    method = plain(cfg.method)
+    model = plain(cfg.model)
+    data = plain(cfg.data)
+    kind = method.pop("kind")
+    if kind == "teacher":
+        from dancelcm.lit.teacher import TeacherModule
+
+        return TeacherModule(
+            model=animator_kwargs(model, data["resolution"]),
+            autoencoder=model["autoencoder"],
+            scheduler=model["scheduler"],
+            data=data_geometry(data),
+            **method,
+        )
+    raise ValueError(f"method.kind={kind!r}: unknown (available: teacher)")

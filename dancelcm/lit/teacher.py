@@ -1,0 +1,135 @@
+"""Teacher training: the standard diffusion objective with condition dropout (so CFG works)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from dancelcm.diffusion import NoiseSchedule
+from dancelcm.diffusion.samplers import ddim_sample
+from dancelcm.lit.common import (
+    make_conditions,
+    random_condition_dropout,
+    sample_timesteps,
+    warmup_constant,
+    with_dropped,
+)
+from dancelcm.models.animator import Animator
+from dancelcm.models.autoencoder import build_autoencoder
+from dancelcm.models.ema import EMA
+
+
+class TeacherModule(L.LightningModule):
+    """Trains an :class:`Animator` to denoise video latents given pose, reference (and more) conditions.
+
+    All constructor arguments are plain dicts / numbers (checkpoints load with ``weights_only=True``).
+    Validation logs a deterministic loss (fixed noise and timesteps), and ``sample`` runs DDIM + CFG
+    with the EMA weights; the sample-video callback calls it.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        autoencoder: dict[str, Any],
+        scheduler: dict[str, Any],
+        lr: float = 5e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 200,
+        ema_decay: float = 0.999,
+        condition_dropout: dict[str, float] | None = None,
+        timestep_power: float = 1.0,
+        sampling: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.autoencoder = build_autoencoder(**autoencoder)
+        self.animator = Animator(**model)
+        self.ema = EMA(self.animator, ema_decay) if ema_decay > 0 else None
+        self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
+        self.condition_dropout = dict(condition_dropout or {})
+        unknown = set(self.condition_dropout) - set(self.animator.condition_names)
+        if unknown:
+            raise ValueError(
+                f"condition_dropout names {sorted(unknown)} are not conditions of the model {self.animator.condition_names}"
+            )
+        self.sampling = {"steps": 50, "guidance": 2.0, "uncond": ["reference"], **(sampling or {})}
+
+    # -- pieces ----------------------------------------------------------------------------------------
+    def conditions(self, batch: dict) -> dict:
+        return make_conditions(batch, self.autoencoder, self.animator.condition_names)
+
+    @property
+    def sampling_net(self) -> torch.nn.Module:
+        return self.ema.shadow if self.ema is not None else self.animator
+
+    def diffusion_loss(self, net, z0: torch.Tensor, cond: dict, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        x_t = self.schedule.add_noise(z0, eps, t)
+        out = net(x_t, t, cond)
+        return F.mse_loss(out.float(), self.schedule.target(z0, eps, t))
+
+    # -- Lightning -------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        with torch.no_grad():
+            z0 = self.autoencoder.encode(batch["video"])
+            cond = random_condition_dropout(self.conditions(batch), self.condition_dropout)
+        t = sample_timesteps(z0.shape[0], self.schedule.num_train_timesteps, self.hparams.timestep_power, z0.device)
+        loss = self.diffusion_loss(self.animator, z0, cond, t, torch.randn_like(z0))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update(self.animator)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        z0 = self.autoencoder.encode(batch["video"])
+        cond = self.conditions(batch)
+        g = torch.Generator().manual_seed(1000 + batch_idx)  # the same noise at every validation
+        for t_val in (100, 500, 900):
+            eps = torch.randn(z0.shape, generator=g).to(z0.device)
+            t = torch.full((z0.shape[0],), t_val, device=z0.device, dtype=torch.long)
+            loss = self.diffusion_loss(self.sampling_net, z0, cond, t, eps)
+            self.log(f"val/loss_t{t_val}", loss, sync_dist=True, batch_size=z0.shape[0])
+
+    @torch.no_grad()
+    def sample(
+        self, batch: dict, steps: int | None = None, guidance: float | None = None, seed: int = 0
+    ) -> torch.Tensor:
+        """DDIM (+ CFG) samples for a batch, decoded to video (B, F, 3, H, W) in [-1, 1]."""
+        steps = steps or self.sampling["steps"]
+        guidance = self.sampling["guidance"] if guidance is None else guidance
+        cond = self.conditions(batch)
+        uncond = with_dropped(cond, self.sampling["uncond"]) if guidance != 1.0 else None
+        b, f = batch["video"].shape[:2] if "video" in batch else (batch["pose"].shape[0], batch["pose"].shape[1])
+        h, w = batch["pose"].shape[-2:]
+        fac = self.autoencoder.factor
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(b, self.animator.latent_channels, f, h // fac, w // fac, generator=g).to(self.device)
+        z = ddim_sample(self.sampling_net, noise, self.schedule, steps, cond, uncond, guidance)
+        return self.autoencoder.decode(z).clamp(-1, 1)
+
+    def sample_for_logging(self, batch: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+        """The validation videos: the reference sampler (DDIM N + CFG) and a 4-step DDIM for contrast."""
+        n, g = self.sampling["steps"], self.sampling["guidance"]
+        return {f"ddim{n}_cfg{g:g}": self.sample(batch, n, g, seed), "ddim4": self.sample(batch, 4, 1.0, seed)}
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.animator.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(self.hparams.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def bundle_meta(self) -> dict:
+        return {
+            "kind": "teacher",
+            "scheduler": dict(self.hparams.scheduler),
+            "autoencoder": dict(self.hparams.autoencoder),
+            "data": dict(self.hparams.data or {}),
+            "sampling": dict(self.sampling),
+            "training": {"global_step": int(self.global_step)},
+        }

@@ -1,0 +1,176 @@
+"""The pose-guided video animator: a diffusers video UNet plus a list of conditioning embedders.
+
+``Animator(x_t, t, cond) -> raw output`` with latents (B, C, F, h, w). The input of the backbone is
+``[x_t | concat features of each embedder]`` on channels; the cross-attention context is the
+concatenation of every embedder's tokens. The same code builds the tiny embedded-default network and
+a full-size one (``backbone.pretrained=/local/unet`` loads diffusers weights and widens ``conv_in``
+with zero-initialised channels for the extra conditions, so the pretrained behaviour is kept).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dancelcm.models.conditioning import PoseGuider, ReferenceEmbedder
+
+CONFIG_NAME = "animator_config.json"
+WEIGHTS_NAME = "animator.safetensors"
+BACKBONES = ("unet3d",)
+
+
+def _build_backbone(
+    kind: str, in_channels: int, out_channels: int, cross_attention_dim: int, pretrained: str | None, config: dict
+) -> nn.Module:
+    if kind not in BACKBONES:
+        raise ValueError(f"model.backbone.kind={kind!r}: choose one of {BACKBONES}")
+    from diffusers import UNet3DConditionModel
+
+    if pretrained:
+        unet = UNet3DConditionModel.from_pretrained(pretrained, local_files_only=True)
+        if unet.config.cross_attention_dim != cross_attention_dim:
+            raise ValueError(
+                f"{pretrained}: cross_attention_dim {unet.config.cross_attention_dim} != model.cross_attention_dim "
+                f"{cross_attention_dim}; set model.cross_attention_dim={unet.config.cross_attention_dim}"
+            )
+        return _widen_conv_in(unet, in_channels)
+    return UNet3DConditionModel(
+        in_channels=in_channels, out_channels=out_channels, cross_attention_dim=cross_attention_dim, **config
+    )
+
+
+def _widen_conv_in(unet: nn.Module, in_channels: int) -> nn.Module:
+    """Give a pretrained UNet extra zero-initialised input channels (its output is unchanged at init)."""
+    old = unet.conv_in
+    if old.in_channels == in_channels:
+        return unet
+    if old.in_channels > in_channels:
+        raise ValueError(f"pretrained conv_in takes {old.in_channels} channels, the animator gives {in_channels}")
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, padding=old.padding)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=in_channels)
+    return unet
+
+
+class Animator(nn.Module):
+    def __init__(
+        self,
+        latent_channels: int,
+        latent_size: tuple[int, int],
+        factor: int,
+        cross_attention_dim: int = 128,
+        backbone: dict[str, Any] | None = None,
+        pose: dict[str, Any] | None = None,
+        reference: dict[str, Any] | None = None,
+        attention: str = "sdpa",
+        gradient_checkpointing: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        # Keep the construction arguments (primitives only) for save_pretrained / checkpoints.
+        self.config = dict(
+            latent_channels=latent_channels, latent_size=list(latent_size), factor=factor,
+            cross_attention_dim=cross_attention_dim, backbone=dict(backbone or {}), pose=pose, reference=reference,
+            attention=attention, gradient_checkpointing=gradient_checkpointing, dropout=dropout,
+        )  # fmt: skip
+        self.latent_channels = latent_channels
+        embedders: dict[str, nn.Module] = {}
+        if pose is not None:
+            embedders["pose"] = PoseGuider(factor, **pose)
+        if reference is not None:
+            embedders["reference"] = ReferenceEmbedder(
+                latent_channels, tuple(latent_size), token_dim=cross_attention_dim, **reference
+            )
+        self.embedders = nn.ModuleDict(embedders)
+        self.extra_embedders: list[str] = []  # added later (e.g. face injection in the student)
+        in_channels = latent_channels + sum(e.concat_channels for e in self.embedders.values())
+        bb = dict(backbone or {})
+        kind, pretrained = bb.pop("kind", "unet3d"), bb.pop("pretrained", None)
+        self.backbone = _build_backbone(kind, in_channels, latent_channels, cross_attention_dim, pretrained, bb)
+        self.null_context = nn.Parameter(torch.zeros(1, 1, cross_attention_dim))
+        set_dropout(self.backbone, dropout)
+        set_attention(self.backbone, attention)
+        if gradient_checkpointing:
+            self.backbone.enable_gradient_checkpointing()
+
+    @property
+    def condition_names(self) -> list[str]:
+        return list(self.embedders.keys())
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        b, _, f = x_t.shape[:3]
+        concat, tokens = [x_t], []
+        for name, emb in self.embedders.items():
+            out = emb(cond, f) if isinstance(emb, ReferenceEmbedder) else emb(cond)
+            if out.concat is not None:
+                concat.append(out.concat.to(x_t.dtype))
+            if out.tokens is not None:
+                tokens.append(out.tokens)
+        context = torch.cat(tokens, dim=1) if tokens else self.null_context.expand(b, -1, -1)
+        t = t.expand(b) if t.ndim == 1 and t.shape[0] == 1 else t
+        return self.backbone(torch.cat(concat, dim=1), t, encoder_hidden_states=context.to(x_t.dtype)).sample
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``animator_config.json`` + ``animator.safetensors`` (fp32) into ``directory``."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = dict(self.config)
+        cfg["backbone"] = {**cfg["backbone"], "pretrained": None, **self._backbone_arch()}
+        (d / CONFIG_NAME).write_text(json.dumps(cfg, indent=1))
+        state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(d / WEIGHTS_NAME))
+        return d
+
+    def _backbone_arch(self) -> dict:
+        """The backbone's full architecture (so a loaded pretrained backbone is rebuilt without its folder)."""
+        keep = ("down_block_types", "up_block_types", "block_out_channels", "layers_per_block", "attention_head_dim",
+                "norm_num_groups", "sample_size")  # fmt: skip
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.backbone.config.items() if k in keep}
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> Animator:
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        if not (d / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{d}: no {CONFIG_NAME}; is this an animator folder written by save_pretrained?")
+        cfg = json.loads((d / CONFIG_NAME).read_text())
+        cfg.update(overrides)
+        model = cls(**cfg)
+        missing, unexpected = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{d / WEIGHTS_NAME}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        return model
+
+
+def set_dropout(module: nn.Module, p: float) -> None:
+    """diffusers' UNet3D hard-codes dropout 0.1 in its temporal convs; make it a setting."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+
+
+def set_attention(backbone: nn.Module, attention: str) -> None:
+    if attention == "sdpa":
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        backbone.set_attn_processor(AttnProcessor2_0())
+    elif attention == "xformers":
+        try:
+            import xformers  # noqa: F401
+        except ImportError as e:
+            raise ImportError("model.attention=xformers needs the gpu extra: pip install -e '.[gpu]'") from e
+        backbone.enable_xformers_memory_efficient_attention()
+    else:
+        raise ValueError(f"model.attention={attention!r}: choose 'sdpa' or 'xformers'")

@@ -1,0 +1,48 @@
+"""A self-contained model folder: the animator, its noise schedule, its autoencoder and data settings.
+
+::
+
+    DIR/animator_config.json  DIR/animator.safetensors  DIR/bundle.json
+
+``bundle.json`` holds the diffusers scheduler config, the autoencoder config, the data geometry
+(resolution, frames, stride) and the default sampling settings. Teachers are shipped and loaded this
+way; the distillation rebuilds its frozen teacher from such a folder instead of storing it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dancelcm.diffusion import NoiseSchedule
+from dancelcm.models.animator import Animator
+from dancelcm.models.autoencoder import build_autoencoder
+
+
+@dataclass
+class Bundle:
+    animator: Animator
+    schedule: NoiseSchedule
+    autoencoder: object
+    meta: dict
+
+
+def save_bundle(directory: str | Path, animator: Animator, meta: dict) -> Path:
+    for key in ("scheduler", "autoencoder", "data"):
+        if key not in meta:
+            raise ValueError(f"bundle meta needs {key!r}")
+    d = animator.save_pretrained(directory)
+    (d / "bundle.json").write_text(json.dumps(meta, indent=1))
+    return d
+
+
+def load_bundle(directory: str | Path, make_command: str | None = None) -> Bundle:
+    d = Path(directory)
+    if not (d / "bundle.json").is_file():
+        hint = f" Make it with `{make_command}`." if make_command else ""
+        raise FileNotFoundError(f"{d}: no model bundle here (bundle.json missing).{hint}")
+    meta = json.loads((d / "bundle.json").read_text())
+    animator = Animator.from_pretrained(d)
+    schedule = NoiseSchedule.from_scheduler_config(meta["scheduler"])
+    return Bundle(animator, schedule, build_autoencoder(**meta["autoencoder"]), meta)

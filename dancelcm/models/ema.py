@@ -1,0 +1,44 @@
+"""Exponential moving average of a network's weights, kept in float32 whatever the training precision."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA(nn.Module):
+    """``shadow <- decay * shadow + (1 - decay) * online`` after each real optimizer step.
+
+    The shadow copy is a frozen fp32 module (a half-precision EMA stops moving once the update falls
+    below its resolution). It is a submodule, so it is saved and restored with the checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay={decay} must be in [0, 1)")
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).float().eval().requires_grad_(False)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float | None = None) -> None:
+        d = self.decay if decay is None else decay
+        online = [p.detach().float() for p in model.parameters()]
+        shadow = list(self.shadow.parameters())
+        if len(online) != len(shadow):
+            raise ValueError("EMA: the online model's parameters do not match the shadow copy")
+        torch._foreach_lerp_(shadow, online, 1.0 - d)
+        for b_s, b_o in zip(self.shadow.buffers(), model.buffers()):
+            b_s.copy_(b_o)
+        self.num_updates += 1
+
+    def forward(self, *args, **kwargs):
+        return self.shadow(*args, **kwargs)
+
+    def train(self, mode: bool = True):  # the shadow never trains (no dropout)
+        super().train(mode)
+        self.shadow.eval()
+        return self

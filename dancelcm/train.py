@@ -1,0 +1,96 @@
+"""Train: ``python -m dancelcm.train +experiment=NAME [key=value ...]``.
+
+Composes the config, builds the datamodule and the LightningModule, and runs ``Trainer.fit`` with a
+run folder ``${paths.output_dir}/${name}`` (checkpoints, CSV metrics, sample videos, exports).
+``ckpt_path=auto`` resumes from that folder's ``checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
+    if ckpt_path in (None, "null", ""):
+        return None
+    if ckpt_path == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("resuming from %s", last)
+            return str(last)
+        log.info("ckpt_path=auto: no %s yet, starting fresh", last)
+        return None
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint")
+    return ckpt_path
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    loggers = []
+    if cfg.logger.csv:
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+    if cfg.logger.get("wandb"):
+        w = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
+        mode = w.pop("mode", None) or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        loggers.append(
+            WandbLogger(save_dir=str(run_dir), mode=mode, config=OmegaConf.to_container(cfg, resolve=True), **w)
+        )
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from dancelcm.callbacks.samples import ExportBundle, SampleVideos
+
+    c = cfg.callbacks
+    callbacks = [
+        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), every_n_train_steps=c.checkpoint_every_n_steps,
+                        save_last=True, save_top_k=1, filename="step{step:07d}", auto_insert_metric_name=False),
+        LearningRateMonitor(logging_interval="step"),
+    ]  # fmt: skip
+    if c.get("sample_videos"):
+        callbacks.append(SampleVideos(**c.sample_videos))
+    if c.get("export_every_n_steps") is not None:
+        callbacks.append(ExportBundle(every_n_steps=c.export_every_n_steps))
+    return callbacks
+
+
+def run(cfg: DictConfig, run_dir: Path):
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from dancelcm.lit.builders import build_module
+
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    trainer = L.Trainer(
+        default_root_dir=str(run_dir),
+        logger=build_loggers(cfg, run_dir) or False,
+        callbacks=build_callbacks(cfg, run_dir),
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg.ckpt_path, run_dir))
+    return trainer, module
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
