@@ -53,9 +53,8 @@ class TeacherModule(L.LightningModule):
         self.condition_dropout = dict(condition_dropout or {})
         unknown = set(self.condition_dropout) - set(self.animator.condition_names)
         if unknown:
-            raise ValueError(
-                f"condition_dropout names {sorted(unknown)} are not conditions of the model {self.animator.condition_names}"
-            )
+            names = self.animator.condition_names
+            raise ValueError(f"condition_dropout names {sorted(unknown)} are not conditions of the model {names}")
         self.sampling = {"steps": 50, "guidance": 2.0, "uncond": ["reference"], **(sampling or {})}
 
     # -- pieces ----------------------------------------------------------------------------------------

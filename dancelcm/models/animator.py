@@ -108,8 +108,8 @@ class Animator(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
         b, _, f = x_t.shape[:3]
         concat, tokens = [x_t], []
-        for name, emb in self.embedders.items():
-            out = emb(cond, f) if isinstance(emb, ReferenceEmbedder) else emb(cond)
+        for emb in self.embedders.values():
+            out = emb(cond, f)
             if out.concat is not None:
                 concat.append(out.concat.to(x_t.dtype))
             if out.tokens is not None:

@@ -1,8 +1,9 @@
 """Conditioning as a list of embedders keyed by batch field (the sgm pattern).
 
-Each embedder reads its entries of the condition dict and returns features to concatenate with the
-noisy latent (``concat``, (B, C, F, h, w)) and/or tokens for cross-attention (``tokens``, (B, n, D)).
-Turning a condition off removes one entry; the network has no ``if use_face`` branches.
+Each embedder (``forward(cond, num_frames) -> Embedding``) reads its entries of the condition dict
+and returns features to concatenate with the noisy latent (``concat``, (B, C, F, h, w)) and/or tokens
+for cross-attention (``tokens``, (B, n, D)). Turning a condition off removes one entry; the network
+has no ``if use_face`` branches.
 
 A condition is *dropped* per sample (condition dropout in training, the unconditional half of CFG)
 through ``cond["drop"][name]``, a (B,) bool tensor: concat features become zeros, tokens a learned
@@ -58,7 +59,7 @@ class PoseGuider(nn.Module):
         self.net = nn.Sequential(*layers)
         self.concat_channels, self.token_dim = out_channels, None
 
-    def forward(self, cond: dict) -> Embedding:
+    def forward(self, cond: dict, num_frames: int) -> Embedding:
         pose = cond["pose"]
         b = pose.shape[0]
         feats = self.net(rearrange(pose, "b f c h w -> (b f) c h w"))
