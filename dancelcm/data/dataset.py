@@ -227,6 +227,7 @@ class TripletDataset(Dataset):
         # Videos that failed while loading, counted across worker processes (shared memory).
         self.runtime_failures = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._cache: SourceCache | None = None
+        self._side: dict[str, tuple] = {}  # per-process cache of the small side files of each video
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
@@ -235,7 +236,18 @@ class TripletDataset(Dataset):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cache"] = None  # readers never cross process boundaries
+        state["_side"] = {}
         return state
+
+    def _side_files(self, e: VideoEntry) -> tuple:
+        """(face boxes, keypoints, ground truth) of a video, read once per process."""
+        if e.directory not in self._side:
+            if len(self._side) >= 1024:
+                self._side.clear()
+            d = Path(e.directory)
+            gt = read_ground_truth(d, e.num_frames) if self.with_ground_truth else None
+            self._side[e.directory] = (read_faces(d, e.num_frames), read_keypoints(d, e.num_frames), gt)
+        return self._side[e.directory]
 
     def __getitem__(self, key) -> dict:
         index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple | list) else (int(key), 0)
@@ -261,7 +273,7 @@ class TripletDataset(Dataset):
     def load(self, index: int, epoch: int = 0) -> dict:
         """Read and transform one clip; raises DataError naming the file on any problem."""
         if self._cache is None:
-            self._cache = SourceCache()
+            self._cache = SourceCache(capacity=64)
         e = self.entries[index // self.clips_per_video]
         slot = index % self.clips_per_video
         rng = np.random.default_rng([self.seed, epoch if self.train else 0, index])
@@ -273,7 +285,7 @@ class TripletDataset(Dataset):
         frames = start + self.clip.stride * np.arange(self.clip.num_frames)
 
         directory = Path(e.directory)
-        boxes = read_faces(directory, e.num_frames)
+        boxes, kp, gt = self._side_files(e)
         with_face = [k for k, b in enumerate(boxes) if b is not None]
         if with_face:
             ref = int(rng.choice(with_face)) if self.train else with_face[0]
@@ -304,7 +316,6 @@ class TripletDataset(Dataset):
         else:
             face = torch.zeros(3, self.face_size, self.face_size)
 
-        kp = read_keypoints(directory, e.num_frames)
         body = np.zeros((len(frames), 18, 3), np.float32)
         face_kp = np.zeros((len(frames), 68, 3), np.float32)
         if kp is not None:
@@ -327,7 +338,6 @@ class TripletDataset(Dataset):
             "video_id": e.video_id,
         }
         if self.with_ground_truth:
-            gt = read_ground_truth(directory, e.num_frames)
             if gt is None:
                 raise DataError(directory / "ground_truth.npz", "missing, but the scan found it")
             mask = torch.from_numpy(gt["figure_mask"][frames]).float()[:, None]

@@ -99,7 +99,7 @@ class Animator(nn.Module):
         set_dropout(self.backbone, dropout)
         set_attention(self.backbone, attention)
         if gradient_checkpointing:
-            self.backbone.enable_gradient_checkpointing()
+            enable_gradient_checkpointing(self.backbone)
 
     @property
     def condition_names(self) -> list[str]:
@@ -174,3 +174,31 @@ def set_attention(backbone: nn.Module, attention: str) -> None:
         backbone.enable_xformers_memory_efficient_attention()
     else:
         raise ValueError(f"model.attention={attention!r}: choose 'sdpa' or 'xformers'")
+
+
+def enable_gradient_checkpointing(backbone: nn.Module) -> int:
+    """Recompute the UNet's resnet and transformer blocks in the backward pass.
+
+    diffusers' ``UNet3DConditionModel`` does not support ``enable_gradient_checkpointing`` (0.42), so
+    each block's ``forward`` is wrapped with non-reentrant ``torch.utils.checkpoint`` here. Returns the
+    number of wrapped blocks.
+    """
+    from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
+
+    if getattr(backbone, "_supports_gradient_checkpointing", False):
+        backbone.enable_gradient_checkpointing()
+        return -1
+    count = 0
+    for m in backbone.modules():
+        if isinstance(m, ResnetBlock2D | TemporalConvLayer | BasicTransformerBlock):
+            inner = m.forward
+
+            def wrapped(*args, _inner=inner, **kwargs):
+                if torch.is_grad_enabled():
+                    return torch.utils.checkpoint.checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+                return _inner(*args, **kwargs)
+
+            m.forward = wrapped
+            count += 1
+    return count

@@ -12,6 +12,7 @@ null set.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +41,7 @@ class PoseGuider(nn.Module):
 
     def __init__(self, factor: int, channels: tuple[int, ...] = (16, 32, 64), out_channels: int = 32):
         super().__init__()
-        n_down = int(round(torch.log2(torch.tensor(float(factor))).item()))
+        n_down = int(round(math.log2(factor)))
         if 2**n_down != factor:
             raise ValueError(f"pose guider needs a power-of-two latent factor, got {factor}")
         chans = list(channels) + [channels[-1]] * max(0, n_down - len(channels))

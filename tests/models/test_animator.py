@@ -1,0 +1,138 @@
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet3DConditionModel
+from hydra import compose, initialize_config_dir
+
+from dancelcm.lit.builders import animator_kwargs, plain
+from dancelcm.models.animator import Animator
+from dancelcm.models.autoencoder import PatchAutoencoder, build_autoencoder
+from dancelcm.models.ema import EMA
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+TINY_BACKBONE = dict(
+    block_out_channels=[32, 64], down_block_types=["CrossAttnDownBlock3D", "DownBlock3D"],
+    up_block_types=["UpBlock3D", "CrossAttnUpBlock3D"], layers_per_block=1, attention_head_dim=4, norm_num_groups=16,
+)  # fmt: skip
+
+
+def tiny_animator(**kw) -> Animator:
+    args = dict(latent_channels=12, latent_size=(4, 4), factor=2, cross_attention_dim=32, backbone=TINY_BACKBONE,
+                pose={"channels": [8], "out_channels": 8}, reference={"concat_channels": 8})  # fmt: skip
+    args.update(kw)
+    torch.manual_seed(0)
+    return Animator(**args)
+
+
+def tiny_inputs(b=2, f=3):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, 12, f, 4, 4, generator=g)
+    cond = {"pose": torch.rand(b, f, 3, 8, 8, generator=g) * 2 - 1, "reference_latent": torch.randn(b, 12, 4, 4, generator=g), "drop": {}}
+    return x, torch.tensor([10, 900][:b]), cond
+
+
+def test_forward_shape_and_conditions_matter():
+    m = tiny_animator().eval()
+    x, t, cond = tiny_inputs()
+    out = m(x, t, cond)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    for name in ("pose", "reference"):
+        dropped = m(x, t, {**cond, "drop": {name: torch.tensor([True, False])}})
+        assert not torch.allclose(dropped[0], out[0]) and torch.allclose(dropped[1], out[1], atol=1e-6), name
+
+
+def test_removing_an_embedder_removes_its_channels():
+    with_pose, without = tiny_animator(), tiny_animator(pose=None)
+    assert with_pose.backbone.config.in_channels == without.backbone.config.in_channels + 8
+    assert without.condition_names == ["reference"]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    m = tiny_animator().eval()
+    x, t, cond = tiny_inputs()
+    m.save_pretrained(tmp_path / "anim")
+    m2 = Animator.from_pretrained(tmp_path / "anim").eval()
+    torch.testing.assert_close(m2(x, t, cond), m(x, t, cond), rtol=0, atol=0)
+
+
+def test_backbone_from_a_local_diffusers_folder_keeps_its_weights(tmp_path):
+    torch.manual_seed(0)
+    unet = UNet3DConditionModel(in_channels=12, out_channels=12, cross_attention_dim=32, **TINY_BACKBONE)
+    unet.save_pretrained(tmp_path / "unet")
+    m = tiny_animator(backbone={"pretrained": str(tmp_path / "unet")})
+    w_old, w_new = unet.conv_in.weight, m.backbone.conv_in.weight
+    assert w_new.shape[1] == 12 + 8 + 8  # widened for the pose and reference features
+    torch.testing.assert_close(w_new[:, :12], w_old)
+    assert w_new[:, 12:].abs().sum() == 0  # zero-initialised: the pretrained UNet's behaviour is kept
+    m.save_pretrained(tmp_path / "anim")  # the export does not need the original folder any more
+    assert Animator.from_pretrained(tmp_path / "anim").backbone.config.in_channels == 28
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    x, t, cond = tiny_inputs()
+    grads = []
+    for ckpt in (False, True):
+        m = tiny_animator(gradient_checkpointing=ckpt)
+        m(x, t, cond).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_xformers_without_the_extra_is_a_clear_error():
+    try:
+        import xformers  # noqa: F401
+
+        pytest.skip("xformers is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match=r"\.\[gpu\]"):
+        tiny_animator(attention="xformers")
+
+
+def test_full_size_config_instantiates_without_weights():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["model=animator_full", "data=tiktok"])
+    kw = animator_kwargs(plain(cfg.model), plain(cfg.data)["resolution"])
+    assert kw["latent_size"] == [96, 64] and kw["latent_channels"] == 4
+    with torch.device("meta"):
+        m = Animator(**kw)
+    n = sum(p.numel() for p in m.parameters())
+    assert 1.0e9 < n < 2.0e9  # the ModelScope / VGen UNet3D scale
+    assert m.backbone.config.cross_attention_dim == 1024
+
+
+def test_patch_autoencoder_is_exact():
+    ae = PatchAutoencoder(4)
+    v = torch.rand(2, 3, 3, 16, 8) * 2 - 1
+    z = ae.encode(v)
+    assert z.shape == (2, 48, 3, 4, 2)
+    torch.testing.assert_close(ae.decode(z), v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="divisible"):
+        ae.encode(torch.zeros(1, 1, 3, 10, 8))
+
+
+def test_diffusers_vae_loads_from_a_local_folder(tmp_path):
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2,
+                        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=4)  # fmt: skip
+    vae.save_pretrained(tmp_path / "vae")
+    ae = build_autoencoder("diffusers", pretrained=str(tmp_path / "vae"))
+    assert ae.factor == 2 and ae.latent_channels == 4
+    v = torch.rand(1, 2, 3, 16, 16) * 2 - 1
+    z = ae.encode(v)
+    assert z.shape == (1, 4, 2, 8, 8)
+    assert ae.decode(z).shape == v.shape
+    with pytest.raises(ValueError, match="autoencoder.pretrained"):
+        build_autoencoder("diffusers")
+
+
+def test_ema_moves_toward_the_online_weights_in_fp32():
+    online = torch.nn.Linear(2, 2)
+    ema = EMA(online, decay=0.9)
+    before = ema.shadow.weight.clone()
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    ema.update(online)
+    torch.testing.assert_close(ema.shadow.weight, before + 0.1)
+    assert ema.shadow.weight.dtype == torch.float32 and not ema.shadow.weight.requires_grad
