@@ -37,7 +37,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
     loggers = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        # A new csv/version_N per launch: Lightning's CSV writer deletes an existing metrics.csv, and a
+        # resumed run must not lose the history of the launches before it.
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
     if cfg.logger.get("wandb"):
         w = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
         mode = w.pop("mode", None) or ("online" if os.environ.get("WANDB_API_KEY") else "offline")

@@ -61,3 +61,71 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p, t = _to01(pred).flatten(0, 1), _to01(target).flatten(0, 1)
     vals = structural_similarity_index_measure(p, t, data_range=1.0, reduction="none")
     return vals.reshape(b, f).mean(1)
+
+
+def ssim_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM map (B, F, 1, H, W) (channel mean), torchmetrics' Gaussian-window implementation."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    b, f = pred.shape[:2]
+    p, t = _to01(pred).flatten(0, 1), _to01(target).flatten(0, 1)
+    _, full = structural_similarity_index_measure(p, t, data_range=1.0, reduction="none", return_full_image=True)
+    return full.mean(1, keepdim=True).reshape(b, f, 1, *full.shape[-2:])
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-clip mean of ``values`` (B, F, 1, H, W) inside ``mask``; NaN where the mask is empty."""
+    m = mask.float().expand_as(values)
+    denom = m.flatten(1).sum(1)
+    out = (values * m).flatten(1).sum(1) / denom.clamp_min(1)
+    return torch.where(denom > 0, out, torch.full_like(out, float("nan")))
+
+
+def box_mask(boxes: torch.Tensor, valid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boolean masks (B, F, 1, H, W) of per-frame boxes (x0, y0, x1, y1 in [0, 1]) where ``valid``."""
+    ys = (torch.arange(height, device=boxes.device).float() + 0.5) / height
+    xs = (torch.arange(width, device=boxes.device).float() + 0.5) / width
+    x0, y0, x1, y1 = (boxes[..., i, None, None] for i in range(4))
+    inside = (xs >= x0) & (xs <= x1) & (ys[:, None] >= y0) & (ys[:, None] <= y1)
+    return (inside & valid[..., None, None])[:, :, None]
+
+
+def motion_mask(video: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
+    """Pixels that change by more than ``delta`` (on [0, 1] frames, channel mean) from the previous or
+    next frame; one-sided at the clip ends. (B, F, 1, H, W) bool."""
+    v = _to01(video)
+    diff = (v[:, 1:] - v[:, :-1]).abs().mean(2, keepdim=True) > delta  # (B, F-1, 1, H, W)
+    m = torch.zeros_like(v[:, :, :1], dtype=torch.bool)
+    m[:, 1:] |= diff
+    m[:, :-1] |= diff
+    return m
+
+
+def clip_metrics(pred: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+    """Every per-clip metric that the batch's ground truth allows (NaN where a region is empty)."""
+    gt = batch["video"]
+    h, w = gt.shape[-2:]
+    err = (_to01(pred) - _to01(gt)) ** 2
+    smap = ssim_map(pred, gt)
+    out = {"l1": l1(pred, gt), "psnr": psnr(pred, gt), "ssim": smap.flatten(1).mean(1)}
+
+    def region(name: str, mask: torch.Tensor) -> None:
+        mse = masked_mean(err.mean(2, keepdim=True), mask)
+        out[f"psnr_{name}"] = 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+        out[f"ssim_{name}"] = masked_mean(smap, mask)
+
+    region("motion", motion_mask(gt))
+    if "face_boxes" in batch:
+        region("face", box_mask(batch["face_boxes"], batch["face_boxes_valid"], h, w))
+    if "figure_mask" in batch:
+        fig = batch["figure_mask"] > 0.5
+        region("figure", fig)
+        turned = batch["turned"][:, :, None, None, None].expand_as(fig)
+        region("turned", turned)
+        region("turned_figure", turned & fig)
+        # dilate the figure a little so the sharpness ratio sees its edges
+        near = torch.nn.functional.max_pool2d(fig.float().flatten(0, 1), 5, stride=1, padding=2).reshape(fig.shape) > 0
+        out["sharpness"] = sharpness_ratio(pred, gt, near)
+    else:
+        out["sharpness"] = sharpness_ratio(pred, gt)
+    return out

@@ -28,7 +28,11 @@ def tiny_animator(**kw) -> Animator:
 def tiny_inputs(b=2, f=3):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(b, 12, f, 4, 4, generator=g)
-    cond = {"pose": torch.rand(b, f, 3, 8, 8, generator=g) * 2 - 1, "reference_latent": torch.randn(b, 12, 4, 4, generator=g), "drop": {}}
+    cond = {
+        "pose": torch.rand(b, f, 3, 8, 8, generator=g) * 2 - 1,
+        "reference_latent": torch.randn(b, 12, 4, 4, generator=g),
+        "drop": {},
+    }
     return x, torch.tensor([10, 900][:b]), cond
 
 

@@ -1,0 +1,221 @@
+"""Evaluate samplers on held-out clips: ``python -m dancelcm.evaluate teacher=DIR [key=value ...]``.
+
+Every sampler starts from the same initial noise per clip (seeded by the clip index), so rows are
+comparable clip by clip. Per clip: L1, PSNR, SSIM, and region PSNR / SSIM (figure, face, motion,
+turned frames: what whole-frame PSNR hides), the sharpness ratio, NFE and seconds; over all frames,
+the Frechet distance in the shipped feature network's space (``fd``). Writes ``metrics.json``,
+``table.md`` and ``per_clip.csv`` into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dancelcm.metrics.quality import clip_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplerSpec:
+    name: str
+    nfe: int
+    fn: Callable[[dict, torch.Tensor], torch.Tensor]  # (batch, latent noise) -> video in [-1, 1]
+
+
+def teacher_sampler(bundle, steps: int, guidance: float, uncond: list[str]) -> SamplerSpec:
+    from dancelcm.diffusion.samplers import ddim_sample
+    from dancelcm.lit.common import make_conditions, with_dropped
+
+    net = bundle.animator.eval()
+
+    def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
+        cond = make_conditions(batch, bundle.autoencoder, net.condition_names)
+        un = with_dropped(cond, uncond) if guidance != 1.0 else None
+        z = ddim_sample(net, noise, bundle.schedule, steps, cond, un, guidance)
+        return bundle.autoencoder.decode(z).clamp(-1, 1)
+
+    name = f"teacher DDIM-{steps}" + (f" CFG {guidance:g}" if guidance != 1.0 else "")
+    return SamplerSpec(name, steps * (2 if guidance != 1.0 else 1), fn)
+
+
+def reference_copy() -> SamplerSpec:
+    """The trivial baseline: the reference frame in every frame."""
+    return SamplerSpec(
+        "copy reference frame", 0, lambda batch, noise: batch["reference"][:, None].expand_as(batch["video"])
+    )
+
+
+def clip_noise(clip_index: torch.Tensor, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Initial noise per clip, identical for every sampler (seeded by the clip's dataset index)."""
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + int(i))) for i in clip_index]
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    samplers: list[SamplerSpec],
+    loader,
+    latent_shape: Callable[[dict], tuple[int, ...]],
+    feature_net=None,
+    seed: int = 0,
+    max_clips: int | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Run every sampler over the loader; returns ``{sampler: {metric: {mean, std, n}}, ...}`` and per-clip rows."""
+    from tqdm.auto import tqdm
+
+    from dancelcm.metrics.features import frame_features, frechet_distance
+
+    results: dict[str, dict] = {s.name: {"nfe": s.nfe, "seconds": 0.0, "clips": 0, "per_clip": {}} for s in samplers}
+    feats: dict[str, list[torch.Tensor]] = {s.name: [] for s in samplers} | {"__real__": []}
+    rows = []
+    seen = 0
+    total = min(len(loader.dataset), max_clips or len(loader.dataset))
+    bar = tqdm(total=total * len(samplers), desc="evaluating", unit="clip")
+    for batch in loader:
+        if max_clips is not None and seen >= max_clips:
+            break
+        if max_clips is not None:
+            keep = max_clips - seen
+            batch = {k: v[:keep] for k, v in batch.items()}
+        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        b = batch["video"].shape[0]
+        seen += b
+        noise = clip_noise(batch["clip_index"], latent_shape(batch), seed).to(device)
+        if feature_net is not None:
+            feats["__real__"].append(frame_features(feature_net, batch["video"].cpu()))
+        for s in samplers:
+            t0 = time.perf_counter()
+            video = s.fn(batch, noise)
+            dt = time.perf_counter() - t0
+            r = results[s.name]
+            r["seconds"] += dt
+            r["clips"] += b
+            for k, v in clip_metrics(video, batch).items():
+                r["per_clip"].setdefault(k, []).extend(v.cpu().tolist())
+            if feature_net is not None:
+                feats[s.name].append(frame_features(feature_net, video.cpu()))
+            for i in range(b):
+                rows.append(
+                    {"sampler": s.name, "video_id": batch["video_id"][i], "clip_index": int(batch["clip_index"][i])}
+                )
+            bar.update(b)
+    bar.close()
+    summary = {}
+    for s in samplers:
+        r = results[s.name]
+        entry = {"nfe": r["nfe"], "seconds_per_clip": r["seconds"] / max(r["clips"], 1), "clips": r["clips"]}
+        for k, vals in r["per_clip"].items():
+            t = torch.tensor(vals, dtype=torch.float64)
+            ok = t[~torch.isnan(t)]
+            entry[k] = {"mean": ok.mean().item() if len(ok) else math.nan,
+                        "std": ok.std().item() if len(ok) > 1 else math.nan, "n": len(ok)}  # fmt: skip
+        if feature_net is not None:
+            entry["fd"] = frechet_distance(torch.cat(feats[s.name]), torch.cat(feats["__real__"]))
+        summary[s.name] = entry
+    return {"samplers": summary, "per_clip": {s.name: results[s.name]["per_clip"] for s in samplers}}
+
+
+TABLE_COLUMNS = (
+    ("nfe", "NFE"), ("seconds_per_clip", "s/clip"), ("psnr", "PSNR"), ("ssim", "SSIM"), ("psnr_figure", "PSNR fig"),
+    ("ssim_figure", "SSIM fig"), ("psnr_turned", "PSNR turned"), ("ssim_turned", "SSIM turned"), ("psnr_face", "PSNR face"),
+    ("psnr_motion", "PSNR motion"), ("sharpness", "sharpness"), ("fd", "FD"),
+)  # fmt: skip
+
+
+def markdown_table(summary: dict, columns=TABLE_COLUMNS) -> str:
+    """One row per sampler; mean (and the std over clips for per-clip metrics)."""
+    present = [(k, h) for k, h in columns if any(k in v for v in summary.values())]
+    lines = ["| sampler | " + " | ".join(h for _, h in present) + " |", "|---" * (len(present) + 1) + "|"]
+    for name, v in summary.items():
+        cells = []
+        for k, _ in present:
+            x = v.get(k)
+            if x is None:
+                cells.append("")
+            elif isinstance(x, dict):
+                cells.append(
+                    f"{x['mean']:.3f} ± {x['std']:.3f}"
+                    if k.startswith(("ssim", "sharp"))
+                    else f"{x['mean']:.2f} ± {x['std']:.2f}"
+                )
+            elif isinstance(x, float):
+                cells.append(f"{x:.3f}" if k == "seconds_per_clip" else f"{x:.2f}")
+            else:
+                cells.append(str(x))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(result["samplers"], indent=1))
+    table = markdown_table(result["samplers"])
+    (out_dir / "table.md").write_text((header + "\n\n" if header else "") + table + "\n")
+    with open(out_dir / "per_clip.csv", "w") as f:
+        keys = sorted({k for v in result["per_clip"].values() for k in v})
+        f.write("sampler,clip," + ",".join(keys) + "\n")
+        for name, per in result["per_clip"].items():
+            n = len(next(iter(per.values())))
+            for i in range(n):
+                f.write(f'"{name}",{i},' + ",".join(f"{per[k][i]:.5f}" if k in per else "" for k in keys) + "\n")
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+    def _run(cfg: DictConfig) -> None:
+        from hydra.utils import instantiate
+
+        from dancelcm.metrics.features import FrameEncoder
+        from dancelcm.models.bundle import load_bundle
+
+        torch.manual_seed(cfg.seed)
+        bundle = load_bundle(cfg.teacher, make_command="python -m dancelcm.train +experiment=synthetic_teacher")
+        dm = instantiate(cfg.data)
+        dm.setup("validate")
+        loader = dm.val_dataloader()
+        samplers = []
+        if cfg.reference_baseline:
+            samplers.append(reference_copy())
+        uncond = list(bundle.meta.get("sampling", {}).get("uncond", ["reference"]))
+        for steps in cfg.teacher_steps:
+            for g in cfg.guidance:
+                samplers.append(teacher_sampler(bundle, int(steps), float(g), uncond))
+        fac, c = bundle.autoencoder.factor, bundle.animator.latent_channels
+
+        def latent_shape(batch):
+            f, _, h, w = batch["video"].shape[1:]
+            return (c, f, h // fac, w // fac)
+
+        feature_net = FrameEncoder.load(cfg.feature_net) if cfg.feature_net else None
+        result = evaluate(samplers, loader, latent_shape, feature_net, cfg.seed, cfg.max_clips)
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = " ".join(HydraConfig.get().overrides.task)
+        header = (
+            f"Teacher `{cfg.teacher}` on `{cfg.data.root}` [{cfg.data.val_split}], "
+            f"{result['samplers'][samplers[0].name]['clips']} clips, seed {cfg.seed}.\n"
+            f"Command: `python -m dancelcm.evaluate {overrides}`"
+        )
+        write_outputs(result, Path(cfg.out_dir), header)
+        log.info("\n%s", markdown_table(result["samplers"]))
+        log.info("wrote %s/{metrics.json,table.md,per_clip.csv}", cfg.out_dir)
+
+    _run()
+
+
+if __name__ == "__main__":
+    main()
