@@ -118,8 +118,11 @@ def evaluate(
         for k, vals in r["per_clip"].items():
             t = torch.tensor(vals, dtype=torch.float64)
             ok = t[~torch.isnan(t)]
-            entry[k] = {"mean": ok.mean().item() if len(ok) else math.nan,
-                        "std": ok.std().item() if len(ok) > 1 else math.nan, "n": len(ok)}  # fmt: skip
+            entry[k] = {
+                "mean": ok.mean().item() if len(ok) else math.nan,
+                "std": ok.std().item() if len(ok) > 1 else math.nan,
+                "n": len(ok),
+            }
         if feature_net is not None:
             entry["fd"] = frechet_distance(torch.cat(feats[s.name]), torch.cat(feats["__real__"]))
         summary[s.name] = entry
@@ -127,10 +130,19 @@ def evaluate(
 
 
 TABLE_COLUMNS = (
-    ("nfe", "NFE"), ("seconds_per_clip", "s/clip"), ("psnr", "PSNR"), ("ssim", "SSIM"), ("psnr_figure", "PSNR fig"),
-    ("ssim_figure", "SSIM fig"), ("psnr_turned", "PSNR turned"), ("ssim_turned", "SSIM turned"), ("psnr_face", "PSNR face"),
-    ("psnr_motion", "PSNR motion"), ("sharpness", "sharpness"), ("fd", "FD"),
-)  # fmt: skip
+    ("nfe", "NFE"),
+    ("seconds_per_clip", "s/clip"),
+    ("psnr", "PSNR"),
+    ("ssim", "SSIM"),
+    ("psnr_figure", "PSNR fig"),
+    ("ssim_figure", "SSIM fig"),
+    ("psnr_turned", "PSNR turned"),
+    ("ssim_turned", "SSIM turned"),
+    ("psnr_face", "PSNR face"),
+    ("psnr_motion", "PSNR motion"),
+    ("sharpness", "sharpness"),
+    ("fd", "FD"),
+)
 
 
 def markdown_table(summary: dict, columns=TABLE_COLUMNS) -> str:

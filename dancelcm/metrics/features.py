@@ -32,8 +32,15 @@ class FrameEncoder(nn.Module):
         self.config = {"feature_dim": feature_dim, "heads": dict(heads or {}), "width": width}
 
         def block(i, o):
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.GroupNorm(8, o), nn.SiLU(), nn.Conv2d(o, o, 3, padding=1),
-                                 nn.GroupNorm(8, o), nn.SiLU(), nn.AvgPool2d(2))  # fmt: skip
+            return nn.Sequential(
+                nn.Conv2d(i, o, 3, padding=1),
+                nn.GroupNorm(8, o),
+                nn.SiLU(),
+                nn.Conv2d(o, o, 3, padding=1),
+                nn.GroupNorm(8, o),
+                nn.SiLU(),
+                nn.AvgPool2d(2),
+            )
 
         stem = nn.Sequential(nn.Conv2d(3, w, 4, stride=2, padding=1), nn.SiLU())  # 64 -> 32 px
         self.body = nn.Sequential(stem, block(w, 2 * w), block(2 * w, 4 * w), block(4 * w, 4 * w))  # -> 4 x 4

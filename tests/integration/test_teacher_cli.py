@@ -12,10 +12,22 @@ from PIL import Image
 from dancelcm.data import layout
 from dancelcm.data.reader import read_frames
 
-MICRO = ["model=animator_micro", "data.resolution=32", "data.num_frames=4", "data.batch_size=2", "data.num_workers=0",
-         "data.val_batch_size=2", "trainer.limit_val_batches=1", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
-         "callbacks.checkpoint_every_n_steps=2", "callbacks.export_every_n_steps=2", "callbacks.sample_videos.num_clips=2",
-         "method.sampling.steps=2", "trainer.enable_progress_bar=false"]  # fmt: skip
+MICRO = [
+    "model=animator_micro",
+    "data.resolution=32",
+    "data.num_frames=4",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.val_batch_size=2",
+    "trainer.limit_val_batches=1",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.checkpoint_every_n_steps=2",
+    "callbacks.export_every_n_steps=2",
+    "callbacks.sample_videos.num_clips=2",
+    "method.sampling.steps=2",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def _run(args, cwd, ok=True):
@@ -45,7 +57,10 @@ def test_training_writes_checkpoints_metrics_samples_and_export(trained):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     versions = sorted((run_dir / "csv").glob("version_*/metrics.csv"))
     assert len(versions) == 2  # one per launch: the resumed launch does not overwrite the first one's history
-    rows = [r for v in versions for r in csv.DictReader(open(v))]
+    rows = []
+    for v in versions:
+        with open(v) as f:
+            rows += list(csv.DictReader(f))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) >= 4 and all(torch.isfinite(torch.tensor(losses)))
     assert any(r.get("val/loss_t500") for r in rows)
@@ -67,8 +82,17 @@ def test_resume_continues_from_last_checkpoint(trained):
 
 
 def test_fast_dev_run(synthetic_root, tmp_path):
-    _run(["dancelcm.train", "+experiment=synthetic_teacher", f"data.root={synthetic_root}", f"hydra.run.dir={tmp_path}/r",
-          *MICRO, "trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
+    _run(
+        [
+            "dancelcm.train",
+            "+experiment=synthetic_teacher",
+            f"data.root={synthetic_root}",
+            f"hydra.run.dir={tmp_path}/r",
+            *MICRO,
+            "trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+    )
 
 
 def test_animate_writes_a_video_and_names_bad_inputs(trained, synthetic_root, tmp_path):
@@ -77,17 +101,40 @@ def test_animate_writes_a_video_and_names_bad_inputs(trained, synthetic_root, tm
     d = layout.video_dir(synthetic_root, vid)
     Image.fromarray(read_frames(d)[0]).save(tmp_path / "ref.png")
     out = tmp_path / "out.mp4"
-    _run(["dancelcm.animate", f"model_dir={run_dir / 'export'}", f"reference={tmp_path / 'ref.png'}", f"pose={d / 'pose.mp4'}",
-          f"out={out}", "steps=2", "max_frames=6", "window=4"], tmp_path)  # fmt: skip
+    _run(
+        [
+            "dancelcm.animate",
+            f"model_dir={run_dir / 'export'}",
+            f"reference={tmp_path / 'ref.png'}",
+            f"pose={d / 'pose.mp4'}",
+            f"out={out}",
+            "steps=2",
+            "max_frames=6",
+            "window=4",
+        ],
+        tmp_path,
+    )
     from dancelcm.data.reader import FrameSource
 
     src = FrameSource(out)
     assert len(src) == 6 and src.frame_size() == (32, 96)  # reference | pose | result
-    bad = _run(["dancelcm.animate", f"model_dir={run_dir / 'export'}", f"reference={tmp_path / 'nope.png'}",
-                f"pose={d / 'pose.mp4'}", f"out={out}"], tmp_path, ok=False)  # fmt: skip
+    bad = _run(
+        [
+            "dancelcm.animate",
+            f"model_dir={run_dir / 'export'}",
+            f"reference={tmp_path / 'nope.png'}",
+            f"pose={d / 'pose.mp4'}",
+            f"out={out}",
+        ],
+        tmp_path,
+        ok=False,
+    )
     assert bad.returncode != 0 and "reference=" in bad.stderr and "no such image" in bad.stderr
-    missing = _run(["dancelcm.animate", f"model_dir={tmp_path}", f"reference={tmp_path / 'ref.png'}", f"pose={d / 'pose.mp4'}"],
-                   tmp_path, ok=False)  # fmt: skip
+    missing = _run(
+        ["dancelcm.animate", f"model_dir={tmp_path}", f"reference={tmp_path / 'ref.png'}", f"pose={d / 'pose.mp4'}"],
+        tmp_path,
+        ok=False,
+    )
     assert "bundle.json missing" in missing.stderr and "+experiment=synthetic_teacher" in missing.stderr
 
 
@@ -96,12 +143,31 @@ def test_evaluate_writes_the_table(trained, synthetic_root, tmp_path):
 
     FrameEncoder().save(tmp_path / "feat")  # random weights: proves the loading path, not the metric
     out = tmp_path / "eval"
-    _run(["dancelcm.evaluate", f"teacher={trained[0] / 'export'}", f"data.root={synthetic_root}", "data.resolution=32",
-          "data.num_frames=4", "data.val_batch_size=2", "data.num_workers=0", "max_clips=2", "teacher_steps=[2,1]",
-          "guidance=[1.0,2.0]", f"feature_net={tmp_path / 'feat'}", f"out_dir={out}"], tmp_path)  # fmt: skip
+    _run(
+        [
+            "dancelcm.evaluate",
+            f"teacher={trained[0] / 'export'}",
+            f"data.root={synthetic_root}",
+            "data.resolution=32",
+            "data.num_frames=4",
+            "data.val_batch_size=2",
+            "data.num_workers=0",
+            "max_clips=2",
+            "teacher_steps=[2,1]",
+            "guidance=[1.0,2.0]",
+            f"feature_net={tmp_path / 'feat'}",
+            f"out_dir={out}",
+        ],
+        tmp_path,
+    )
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"copy reference frame", "teacher DDIM-2", "teacher DDIM-2 CFG 2", "teacher DDIM-1",
-                            "teacher DDIM-1 CFG 2"}  # fmt: skip
+    assert set(metrics) == {
+        "copy reference frame",
+        "teacher DDIM-2",
+        "teacher DDIM-2 CFG 2",
+        "teacher DDIM-1",
+        "teacher DDIM-1 CFG 2",
+    }
     row = metrics["teacher DDIM-2 CFG 2"]
     assert row["nfe"] == 4 and row["clips"] == 2 and row["psnr"]["n"] == 2 and row["fd"] >= 0
     assert metrics["copy reference frame"]["nfe"] == 0
