@@ -41,6 +41,7 @@ class TeacherModule(L.LightningModule):
         ema_decay: float = 0.999,
         condition_dropout: dict[str, float] | None = None,
         timestep_power: float = 1.0,
+        loss_weight_gamma: float | None = None,
         sampling: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
     ):
@@ -66,9 +67,16 @@ class TeacherModule(L.LightningModule):
         return self.ema.shadow if self.ema is not None else self.animator
 
     def diffusion_loss(self, net, z0: torch.Tensor, cond: dict, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """MSE on the raw output's target; with ``loss_weight_gamma`` the error is measured on x0 with
+        weight ``min(SNR + 1, gamma)`` (the v-prediction weighting, truncated), whatever the output type."""
         x_t = self.schedule.add_noise(z0, eps, t)
         out = net(x_t, t, cond)
-        return F.mse_loss(out.float(), self.schedule.target(z0, eps, t))
+        gamma = self.hparams.loss_weight_gamma
+        if not gamma:
+            return F.mse_loss(out.float(), self.schedule.target(z0, eps, t))
+        x0_pred, _ = self.schedule.to_x0_eps(out, x_t, t)
+        w = (self.schedule.snr(t).to(z0.device) + 1).clamp(max=gamma)
+        return (w * (x0_pred - z0.float()).square().flatten(1).mean(1)).mean() / gamma
 
     # -- Lightning -------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

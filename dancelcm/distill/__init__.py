@@ -1,0 +1,1 @@
+"""Segmented consistency distillation: targets, losses and the motion weight map (no Lightning)."""
