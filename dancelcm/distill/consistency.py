@@ -117,7 +117,7 @@ def distillation_loss(
 ) -> DistillOutput:
     """Steps 4-5: the student's jump to the lower edge, ``L_CD`` and (optionally) ``L_aux``."""
     out = student(targets.x_tm, targets.t_m, cond)
-    main, aux = (out if isinstance(out, tuple) else (out, None))
+    main, aux = out if isinstance(out, tuple) else (out, None)
     x0_pred, eps_pred = schedule.to_x0_eps(main, targets.x_tm, targets.t_m)
     pred = schedule.jump(x0_pred, eps_pred, targets.lower)
     per_sample = weighted_mean(distance(pred, targets.target, weights.distance, weights.huber_c), weight_map)

@@ -110,7 +110,9 @@ def distill_toy(
     for step in range(steps):
         x0 = teacher.sample_data(batch_size, g)
         n = segments.sample_grid_indices(batch_size, g)
-        targets = consistency_targets(teacher, ema, schedule, segments, x0, {}, n, torch.randn(batch_size, 2, generator=g))
+        targets = consistency_targets(
+            teacher, ema, schedule, segments, x0, {}, n, torch.randn(batch_size, 2, generator=g)
+        )
         out = distillation_loss(student, targets, schedule, x0, {}, weights)
         opt.zero_grad()
         out.loss.backward()
@@ -125,4 +127,6 @@ def distill_toy(
 if __name__ == "__main__":
     for k in (1, 2, 4):
         r = distill_toy(k, eval_every=300)
-        print(f"K={k}: error vs teacher ODE = {r['final_error']:.4f} (curve {[(s, round(e, 4)) for s, e in r['curve']]})")
+        print(
+            f"K={k}: error vs teacher ODE = {r['final_error']:.4f} (curve {[(s, round(e, 4)) for s, e in r['curve']]})"
+        )

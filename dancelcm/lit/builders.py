@@ -52,4 +52,14 @@ def build_module(cfg: DictConfig):
             data=data_geometry(data),
             **method,
         )
-    raise ValueError(f"method.kind={kind!r}: unknown (available: teacher)")
+    if kind == "distill":
+        from dancelcm.lit.distill import DistillModule
+
+        face = method.pop("face", None)
+        if face is not None and face.get("enabled", True):
+            _, factor, _ = latent_geometry(model, data["resolution"])
+            face = {"face_latent_size": int(data["face_size"]) // factor}
+        else:
+            face = None
+        return DistillModule(face=face, data=data_geometry(data), **method)
+    raise ValueError(f"method.kind={kind!r}: unknown (available: teacher, distill)")

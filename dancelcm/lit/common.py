@@ -14,6 +14,9 @@ def make_conditions(batch: dict, autoencoder, names: list[str]) -> dict:
         cond["pose"] = batch["pose"]
     if "reference" in names:
         cond["reference_latent"] = autoencoder.encode_images(batch["reference"])
+    if "face" in names:
+        cond["face_latent"] = autoencoder.encode_images(batch["face"])
+        cond["face_valid"] = batch["face_valid"]
     return cond
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dancelcm.models.conditioning import PoseGuider, ReferenceEmbedder
+from dancelcm.models.conditioning import FaceEmbedder, PoseGuider, ReferenceEmbedder
 
 CONFIG_NAME = "animator_config.json"
 WEIGHTS_NAME = "animator.safetensors"
@@ -70,6 +70,7 @@ class Animator(nn.Module):
         backbone: dict[str, Any] | None = None,
         pose: dict[str, Any] | None = None,
         reference: dict[str, Any] | None = None,
+        face: dict[str, Any] | None = None,
         attention: str = "sdpa",
         gradient_checkpointing: bool = False,
         dropout: float = 0.0,
@@ -79,7 +80,7 @@ class Animator(nn.Module):
         self.config = dict(
             latent_channels=latent_channels, latent_size=list(latent_size), factor=factor,
             cross_attention_dim=cross_attention_dim, backbone=dict(backbone or {}), pose=pose, reference=reference,
-            attention=attention, gradient_checkpointing=gradient_checkpointing, dropout=dropout,
+            face=face, attention=attention, gradient_checkpointing=gradient_checkpointing, dropout=dropout,
         )  # fmt: skip
         self.latent_channels = latent_channels
         embedders: dict[str, nn.Module] = {}
@@ -89,8 +90,9 @@ class Animator(nn.Module):
             embedders["reference"] = ReferenceEmbedder(
                 latent_channels, tuple(latent_size), token_dim=cross_attention_dim, **reference
             )
+        if face is not None:  # last: its tokens must close the context (decoupled cross-attention reads them)
+            embedders["face"] = FaceEmbedder(latent_channels, token_dim=cross_attention_dim, **face)
         self.embedders = nn.ModuleDict(embedders)
-        self.extra_embedders: list[str] = []  # added later (e.g. face injection in the student)
         in_channels = latent_channels + sum(e.concat_channels for e in self.embedders.values())
         bb = dict(backbone or {})
         kind, pretrained = bb.pop("kind", "unet3d"), bb.pop("pretrained", None)
@@ -98,6 +100,9 @@ class Animator(nn.Module):
         self.null_context = nn.Parameter(torch.zeros(1, 1, cross_attention_dim))
         set_dropout(self.backbone, dropout)
         set_attention(self.backbone, attention)
+        if face is not None:
+            # The processors are submodules of the attention layers: they train and save with the backbone.
+            install_decoupled_cross_attention(self.backbone, cross_attention_dim, embedders["face"].num_tokens)
         if gradient_checkpointing:
             enable_gradient_checkpointing(self.backbone)
 
@@ -202,3 +207,39 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> int:
             m.forward = wrapped
             count += 1
     return count
+
+
+def install_decoupled_cross_attention(backbone: nn.Module, cross_attention_dim: int, num_tokens: int) -> int:
+    """Give every cross-attention layer of the backbone a second key/value path for the last
+    ``num_tokens`` context tokens (diffusers' IP-Adapter processor: decoupled cross-attention).
+
+    The new value projections start at zero, so the network's output is unchanged until they learn.
+    Returns the number of decoupled layers.
+    """
+    import warnings
+
+    from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
+
+    # diffusers deprecates passing the image tokens concatenated to the context; it still splits them
+    # exactly as documented, and a tuple does not pass through UNet3D's blocks.
+    warnings.filterwarnings("ignore", message=".*encoder_hidden_states not a tuple.*")
+    warnings.filterwarnings("ignore", message=".*passed a tensor as `encoder_hidden_states`.*")
+    processors = {}
+    modules = []
+    for name, proc in backbone.attn_processors.items():
+        module_name = name.rsplit(".processor", 1)[0]
+        attn = backbone.get_submodule(module_name)
+        if isinstance(attn, Attention) and name.endswith("attn2.processor") and attn.is_cross_attention:
+            p = IPAdapterAttnProcessor2_0(
+                attn.to_q.out_features, cross_attention_dim, num_tokens=(num_tokens,), scale=1.0
+            )
+            for lin in p.to_v_ip:
+                nn.init.zeros_(lin.weight)
+            processors[name] = p
+            modules.append(p)
+        else:
+            processors[name] = proc
+    if not modules:
+        raise ValueError("face injection: the backbone has no cross-attention layer to decouple")
+    backbone.set_attn_processor(processors)
+    return len(modules)

@@ -105,3 +105,37 @@ class ReferenceEmbedder(nn.Module):
             tokens = tokens + self.position
             out.tokens = torch.where(keep[:, None, None], tokens, self.null_tokens.expand(b, -1, -1).to(tokens.dtype))
         return out
+
+
+class FaceEmbedder(nn.Module):
+    """DanceLCM's facial fidelity condition: the reference face crop encoded by the *same* latent
+    autoencoder (``cond['face_latent']``, (B, C, s, s)) -> patch tokens -> linear projection. The tokens
+    enter the UNet through decoupled cross-attention (separate key/value projections whose output
+    starts at zero, see ``Animator``), so a student with face injection starts identical to its
+    teacher. A missing face (``cond['face_valid']`` False) or a dropped condition uses a learned null set.
+    """
+
+    name = "face"
+
+    def __init__(self, latent_channels: int, face_latent_size: int, token_dim: int = 128):
+        super().__init__()
+        n = face_latent_size * face_latent_size
+        self.to_tokens = nn.Linear(latent_channels, token_dim)
+        self.position = nn.Parameter(torch.randn(1, n, token_dim) * 0.02)
+        self.null_tokens = nn.Parameter(torch.randn(1, n, token_dim) * 0.02)
+        self.num_tokens, self.concat_channels, self.token_dim = n, 0, token_dim
+
+    def forward(self, cond: dict, num_frames: int) -> Embedding:
+        face = cond["face_latent"]
+        b = face.shape[0]
+        tokens = self.to_tokens(rearrange(face, "b c h w -> b (h w) c"))
+        if tokens.shape[1] != self.num_tokens:
+            raise ValueError(
+                f"face latent has {tokens.shape[1]} positions, the face embedder expects {self.num_tokens}: "
+                "data.face_size / autoencoder factor must match model face_latent_size"
+            )
+        keep = ~dropped(cond, self.name, b, face.device) & cond["face_valid"].to(face.device).bool()
+        tokens = tokens + self.position
+        return Embedding(
+            tokens=torch.where(keep[:, None, None], tokens, self.null_tokens.expand(b, -1, -1).to(tokens.dtype))
+        )

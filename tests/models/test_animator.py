@@ -140,3 +140,22 @@ def test_ema_moves_toward_the_online_weights_in_fp32():
     ema.update(online)
     torch.testing.assert_close(ema.shadow.weight, before + 0.1)
     assert ema.shadow.weight.dtype == torch.float32 and not ema.shadow.weight.requires_grad
+
+
+def test_face_injection_starts_identical_to_the_teacher_and_round_trips(tmp_path):
+    teacher = tiny_animator().eval()
+    student = tiny_animator(face={"face_latent_size": 2}).eval()
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    assert not unexpected and all(("face" in k) or ("_ip" in k) for k in missing)
+    x, t, cond = tiny_inputs()
+    face = {"face_latent": torch.randn(2, 12, 2, 2), "face_valid": torch.tensor([True, False])}
+    torch.testing.assert_close(student(x, t, {**cond, **face}), teacher(x, t, cond), rtol=0, atol=0)
+    # once the decoupled value projections move, the face changes the output (only where it is valid)
+    for name, p in student.named_parameters():
+        if "to_v_ip" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    out = student(x, t, {**cond, **face})
+    other = student(x, t, {**cond, **face, "face_latent": torch.randn(2, 12, 2, 2)})
+    assert not torch.allclose(out[0], other[0]) and torch.allclose(out[1], other[1])
+    student.save_pretrained(tmp_path / "s")
+    torch.testing.assert_close(Animator.from_pretrained(tmp_path / "s").eval()(x, t, {**cond, **face}), out)

@@ -1,0 +1,306 @@
+"""DanceLCM distillation: frozen teacher, EMA target and student (+ auxiliary head, + face injection).
+
+Step order: everything without grad first (the teacher's CFG ODE step and the target), then the
+student's forward and backward, so their activations never coexist. The teacher and the target run
+under an explicit autocast dtype (``teacher_dtype``; float32 by default on CPU, bf16 on GPUs); the EMA
+weights stay float32. The teacher is rebuilt from its bundle folder and never saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from dancelcm.diffusion import Segments
+from dancelcm.diffusion.samplers import ddim_sample
+from dancelcm.distill.consistency import LossWeights, consistency_sample, consistency_targets, distillation_loss
+from dancelcm.distill.losses import motion_mask_latent, motion_weight
+from dancelcm.lit.common import make_conditions, random_condition_dropout, warmup_constant, with_dropped
+from dancelcm.models.animator import Animator
+from dancelcm.models.bundle import load_bundle
+from dancelcm.models.ema import EMA
+
+TEACHER_COMMAND = "python -m dancelcm.train +experiment=synthetic_teacher"
+
+
+class AuxHead(nn.Module):
+    """The light-weight auxiliary head: a copy of the UNet's output block (norm, activation, conv_out),
+    initialised from it, reading the student's last shared features (the input of ``conv_norm_out``).
+    Its output is read like the main output (same parameterisation) and supervised towards the real
+    latents' x0. Used in training only."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.norm = copy.deepcopy(backbone.conv_norm_out)
+        self.act = copy.deepcopy(backbone.conv_act)
+        self.conv = copy.deepcopy(backbone.conv_out)
+
+    def forward(self, features: torch.Tensor, num_frames: int) -> torch.Tensor:
+        x = self.conv(self.act(self.norm(features)))  # (B*F, C, h, w)
+        return x.reshape(-1, num_frames, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+class Student(nn.Module):
+    """The student animator with an optional auxiliary head; ``forward`` returns ``(out, aux_out)`` when
+    the head exists and ``return_aux`` is set, else ``out`` (so it is a plain denoiser for samplers)."""
+
+    def __init__(self, animator: Animator, aux_head: bool):
+        super().__init__()
+        self.animator = animator
+        self.aux_head = AuxHead(animator.backbone) if aux_head else None
+        self._features: torch.Tensor | None = None
+        self.return_aux = False
+        if self.aux_head is not None:
+            animator.backbone.conv_norm_out.register_forward_pre_hook(self._grab)
+
+    def _grab(self, module, inputs):
+        self._features = inputs[0]
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict):
+        out = self.animator(x_t, t, cond)
+        if self.aux_head is None or not self.return_aux:
+            return out
+        aux = self.aux_head(self._features, x_t.shape[2])
+        self._features = None
+        return out, aux
+
+
+class DistillModule(L.LightningModule):
+    def __init__(
+        self,
+        teacher: str,
+        segments: dict[str, int],
+        guidance: float = 2.0,
+        uncond: list[str] | None = None,
+        target: dict[str, Any] | None = None,
+        loss: dict[str, Any] | None = None,
+        aux_head: bool = True,
+        face: dict[str, Any] | None = None,
+        condition_dropout: dict[str, float] | None = None,
+        lr: float = 5e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        teacher_dtype: str = "float32",
+        curriculum: list[list[int]] | None = None,
+        validation: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        try:
+            bundle = load_bundle(teacher, make_command=TEACHER_COMMAND)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"method.teacher={teacher}: {e}. Point method.teacher at a teacher bundle folder."
+            ) from e
+        self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
+        teacher_net = bundle.animator.eval().requires_grad_(False)
+        # Not a registered submodule: the teacher is frozen, never trained, never saved.
+        self.__dict__["teacher"] = teacher_net
+        student_cfg = dict(teacher_net.config)
+        if face is not None:
+            student_cfg["face"] = dict(face)
+        animator = Animator(**student_cfg)
+        missing, unexpected = animator.load_state_dict(teacher_net.state_dict(), strict=False)
+        bad = [k for k in missing if "face" not in k and "_ip" not in k]
+        if bad or unexpected:
+            raise RuntimeError(
+                f"student initialisation from the teacher failed: missing {bad[:5]}, unexpected {unexpected[:5]}"
+            )
+        self.student = Student(animator, aux_head)
+        tgt = {"kind": "ema", "decay": 0.95, **(target or {})}
+        if tgt["kind"] not in ("ema", "student"):
+            raise ValueError(f"distill target.kind={tgt['kind']!r}: choose 'ema' or 'student'")
+        self.target = EMA(self.student, tgt["decay"]) if tgt["kind"] == "ema" else None
+        loss = {"distance": "huber", "huber_c": 1e-3, "aux_weight": 1.0, "aux_weighted": False, "motion_weight": 1.0,
+                "motion_delta": 0.1, **(loss or {})}  # fmt: skip
+        self.loss_cfg = loss
+        self.weights = LossWeights(
+            loss["distance"], loss["huber_c"], loss["aux_weight"] if aux_head else 0.0, loss["aux_weighted"]
+        )
+        self.uncond = list(uncond or self.teacher_meta.get("sampling", {}).get("uncond", ["reference"]))
+        self.condition_dropout = {k: v for k, v in (condition_dropout or {}).items() if v > 0}
+        unknown = set(self.condition_dropout) - set(self.student.animator.condition_names)
+        if unknown:
+            raise ValueError(f"method.condition_dropout names {sorted(unknown)} are not student conditions "
+                             f"{self.student.animator.condition_names}")  # fmt: skip
+        self.curriculum = sorted((int(s), int(k)) for s, k in (curriculum or []))
+        self._segments = Segments(**segments)
+        self.validation = {"student_steps": [1, 2, 4], "teacher_steps": 50, "num_clips": 4, **(validation or {})}
+        self._teacher_samples: dict | None = None
+        if teacher_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"teacher_dtype={teacher_dtype!r}: choose float32 or bfloat16 (never an implicit fp16)")
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def segments(self) -> Segments:
+        """The segment object for the current step (a progressive K curriculum may change it)."""
+        k = self._segments.num_segments
+        for start, kk in self.curriculum:
+            if self.global_step >= start:
+                k = kk
+        if k == self._segments.num_segments:
+            return self._segments
+        return Segments(
+            num_segments=k, num_grid=self._segments.num_grid, num_train_timesteps=self._segments.num_train_timesteps
+        )
+
+    @property
+    def target_net(self) -> nn.Module:
+        return self.target.shadow if self.target is not None else self.student
+
+    @property
+    def sampling_net(self) -> Animator:
+        """What gets exported: the student animator (the aux head is for training only)."""
+        return self.student.animator
+
+    def setup(self, stage: str) -> None:
+        self.teacher.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self.teacher.to(self.device)
+
+    def _autocast(self):
+        if self.hparams.teacher_dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def conditions(self, batch: dict, names: list[str]) -> dict:
+        return make_conditions(batch, self.autoencoder, names)
+
+    # -- training --------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        seg = self.segments
+        with torch.no_grad():
+            x0 = self.autoencoder.encode(batch["video"])
+            t_cond = self.conditions(batch, self.teacher.condition_names)
+            s_cond = random_condition_dropout(
+                self.conditions(batch, self.student.animator.condition_names), self.condition_dropout
+            )
+            n = seg.sample_grid_indices(x0.shape[0]).to(x0.device)
+            eps = torch.randn_like(x0)
+            uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
+            with self._autocast():
+                targets = consistency_targets(self.teacher, self.target_net, self.schedule, seg, x0, t_cond, n, eps,
+                                              uncond, self.hparams.guidance, target_cond=s_cond)  # fmt: skip
+            weight = None
+            mask = None
+            if self.loss_cfg["motion_weight"] > 0:
+                mask = motion_mask_latent(batch["video"], tuple(x0.shape[-2:]), self.loss_cfg["motion_delta"])
+                weight = motion_weight(mask, self.loss_cfg["motion_weight"])
+        self.student.return_aux = self.weights.aux > 0
+        out = distillation_loss(self.student, targets, self.schedule, x0, s_cond, self.weights, weight)
+        self.student.return_aux = False
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"non-finite distillation loss {out.loss.item()} at step {self.global_step}")
+        b = x0.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
+        self.log("train/loss_cd", out.loss_cd, batch_size=b)
+        if out.loss_aux is not None:
+            self.log("train/loss_aux", out.loss_aux, batch_size=b)
+        if mask is not None:
+            self.log("train/motion_fraction", mask.mean(), batch_size=b)
+        self.log("train/segments", float(seg.num_segments), batch_size=b)
+        for o in range(seg.num_segments):
+            sel = targets.segment == o
+            if sel.any():
+                self.log(f"train/loss_cd_seg{o}", out.per_sample_cd[sel].mean(), batch_size=int(sel.sum()))
+        return out.loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norms = [p.grad.detach().norm() for p in self.student.parameters() if p.grad is not None]
+        if norms:
+            self.log("train/grad_norm", torch.stack(norms).norm())
+
+    def on_before_zero_grad(self, optimizer) -> None:
+        # called right after each real optimizer step (also under gradient accumulation)
+        if self.target is not None and self.trainer.training:
+            self.target.update(self.student)
+
+    def configure_optimizers(self):
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(self.hparams.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints: never the teacher ----------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+
+    # -- validation and sampling -----------------------------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x0 = self.autoencoder.encode(batch["video"])
+        seg = self.segments
+        g = torch.Generator().manual_seed(2000 + batch_idx)
+        n = torch.randint(0, seg.num_grid, (x0.shape[0],), generator=g).to(x0.device)
+        eps = torch.randn(x0.shape, generator=g).to(x0.device)
+        t_cond = self.conditions(batch, self.teacher.condition_names)
+        s_cond = self.conditions(batch, self.student.animator.condition_names)
+        uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
+        targets = consistency_targets(self.teacher, self.target_net, self.schedule, seg, x0, t_cond, n, eps, uncond,
+                                      self.hparams.guidance, target_cond=s_cond)  # fmt: skip
+        out = distillation_loss(
+            self.student, targets, self.schedule, x0, s_cond, LossWeights(self.weights.distance, self.weights.huber_c)
+        )
+        self.log("val/loss_cd", out.loss_cd, sync_dist=True, batch_size=x0.shape[0])
+
+    def latent_noise(self, batch: dict, seed: int) -> torch.Tensor:
+        b, f, _, h, w = batch["video"].shape
+        fac = self.autoencoder.factor
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(b, self.student.animator.latent_channels, f, h // fac, w // fac, generator=g).to(self.device)
+
+    @torch.no_grad()
+    def sample_student(
+        self, batch: dict, steps: int | None = None, noise: torch.Tensor | None = None, seed: int = 0
+    ) -> torch.Tensor:
+        noise = self.latent_noise(batch, seed) if noise is None else noise
+        cond = self.conditions(batch, self.student.animator.condition_names)
+        z = consistency_sample(self.student, noise, self.schedule, self.segments, cond, steps)
+        return self.autoencoder.decode(z).clamp(-1, 1)
+
+    @torch.no_grad()
+    def sample_teacher(
+        self, batch: dict, steps: int, guidance: float, noise: torch.Tensor | None = None, seed: int = 0
+    ) -> torch.Tensor:
+        noise = self.latent_noise(batch, seed) if noise is None else noise
+        cond = self.conditions(batch, self.teacher.condition_names)
+        uncond = with_dropped(cond, self.uncond) if guidance != 1.0 else None
+        with self._autocast():
+            z = ddim_sample(self.teacher, noise, self.schedule, steps, cond, uncond, guidance)
+        return self.autoencoder.decode(z.float()).clamp(-1, 1)
+
+    def sample_for_logging(self, batch: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Ground truth | teacher (N steps, CFG) | student at 1/2/4 steps, all from the same noise. The
+        teacher's samples are computed once (it is frozen) and reused at every validation."""
+        noise = self.latent_noise(batch, seed)
+        n, g = int(self.validation["teacher_steps"]), float(self.hparams.guidance)
+        if self._teacher_samples is None:
+            self._teacher_samples = {f"teacher_ddim{n}_cfg{g:g}": self.sample_teacher(batch, n, g, noise)}
+        out = dict(self._teacher_samples)
+        for k in self.validation["student_steps"]:
+            if k <= self.segments.num_segments:
+                out[f"student_{k}step"] = self.sample_student(batch, k, noise)
+        return out
+
+    def bundle_meta(self) -> dict:
+        seg = self.segments
+        return {
+            "kind": "student",
+            "scheduler": dict(self.teacher_meta["scheduler"]),
+            "autoencoder": dict(self.teacher_meta["autoencoder"]),
+            "data": dict(self.hparams.data or self.teacher_meta.get("data", {})),
+            "segments": {
+                "num_segments": seg.num_segments,
+                "num_grid": seg.num_grid,
+                "num_train_timesteps": seg.num_train_timesteps,
+            },
+            "sampling": {"steps": seg.num_segments, "guidance": 1.0},
+            "teacher": str(self.hparams.teacher),
+            "training": {"global_step": int(self.global_step)},
+        }

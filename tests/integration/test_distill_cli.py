@@ -1,0 +1,65 @@
+"""Distillation through the real CLI at micro size, on a micro teacher trained by the test."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.integration.test_teacher_cli import MICRO
+
+DISTILL_MICRO = [m for m in MICRO if not m.startswith("method.sampling")] + [
+    "method.validation.teacher_steps=2", "method.segments.num_grid=8",
+]  # fmt: skip
+
+
+def _run(args, cwd, ok=True):
+    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def micro_teacher(synthetic_root, tmp_path_factory):
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    _run(["dancelcm.train", "+experiment=synthetic_teacher", f"data.root={synthetic_root}", f"hydra.run.dir={run}", *MICRO,
+          "trainer.max_steps=2"], run.parent)  # fmt: skip
+    return run / "export"
+
+
+@pytest.mark.parametrize("experiment", ["synthetic_k4", "synthetic_lcm"])
+def test_distillation_runs_logs_and_exports(experiment, micro_teacher, synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    _run(["dancelcm.train", f"+experiment={experiment}", f"data.root={synthetic_root}", f"hydra.run.dir={run}",
+          f"method.teacher={micro_teacher}", *DISTILL_MICRO, "trainer.max_steps=2"], tmp_path)  # fmt: skip
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    keys = ckpt["state_dict"].keys()
+    assert not any(k.startswith("teacher.") for k in keys)  # the teacher is never saved
+    assert any(k.startswith("target.shadow.") for k in keys)
+    has_face = any("embedders.face" in k for k in keys)
+    has_aux = any(k.startswith("student.aux_head.") for k in keys)
+    assert has_face == has_aux == (experiment == "synthetic_k4")
+    rows = []
+    for f in sorted((run / "csv").glob("version_*/metrics.csv")):
+        with open(f) as fh:
+            rows += list(csv.DictReader(fh))
+    logged = {k for r in rows for k, v in r.items() if v}
+    assert {"train/loss_cd", "train/grad_norm", "val/loss_cd"} <= logged
+    if experiment == "synthetic_k4":
+        assert {"train/loss_aux", "train/motion_fraction"} <= logged
+        assert any(k.startswith("train/loss_cd_seg") for k in logged)
+    meta = json.loads((run / "export" / "bundle.json").read_text())
+    assert meta["kind"] == "student" and meta["sampling"]["guidance"] == 1.0
+    assert meta["segments"]["num_segments"] == (4 if experiment == "synthetic_k4" else 1)
+    samples = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert samples, "no validation samples written"
+
+
+def test_missing_teacher_names_the_option_and_the_command(synthetic_root, tmp_path):
+    proc = _run(["dancelcm.train", "+experiment=synthetic_k4", f"data.root={synthetic_root}", f"hydra.run.dir={tmp_path}/r",
+                 f"method.teacher={tmp_path}/none", *DISTILL_MICRO], tmp_path, ok=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert "method.teacher=" in proc.stderr and "+experiment=synthetic_teacher" in proc.stderr
