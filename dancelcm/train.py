@@ -56,10 +56,16 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
 
     c = cfg.callbacks
     callbacks = [
-        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), every_n_train_steps=c.checkpoint_every_n_steps,
-                        save_last=True, save_top_k=1, filename="step{step:07d}", auto_insert_metric_name=False),
+        ModelCheckpoint(
+            dirpath=str(run_dir / "checkpoints"),
+            every_n_train_steps=c.checkpoint_every_n_steps,
+            save_last=True,
+            save_top_k=1,
+            filename="step{step:07d}",
+            auto_insert_metric_name=False,
+        ),
         LearningRateMonitor(logging_interval="step"),
-    ]  # fmt: skip
+    ]
     if c.get("sample_videos"):
         callbacks.append(SampleVideos(**c.sample_videos))
     if c.get("export_every_n_steps") is not None:

@@ -89,10 +89,16 @@ class SampleVideos(L.Callback):
             if type(lg).__name__ == "WandbLogger":
                 import wandb
 
-                lg.experiment.log({"samples/video": wandb.Video(str(mp4)), "samples/strip": wandb.Image(str(png))},
-                                  step=trainer.global_step)  # fmt: skip
-        log.info("samples at step %d: %s (%s)", trainer.global_step, mp4,
-                 ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))  # fmt: skip
+                lg.experiment.log(
+                    {"samples/video": wandb.Video(str(mp4)), "samples/strip": wandb.Image(str(png))},
+                    step=trainer.global_step,
+                )
+        log.info(
+            "samples at step %d: %s (%s)",
+            trainer.global_step,
+            mp4,
+            ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()),
+        )
 
 
 class ExportBundle(L.Callback):

@@ -20,9 +20,15 @@ def measure(
     from dancelcm.data.datamodule import PoseVideoDataModule
 
     dm = PoseVideoDataModule(
-        root, num_frames=num_frames, stride=stride, resolution=resolution, face_size=min(128, resolution // 2),
-        batch_size=batch_size, num_workers=workers, clips_per_video=max(1, clips),
-    )  # fmt: skip
+        root,
+        num_frames=num_frames,
+        stride=stride,
+        resolution=resolution,
+        face_size=min(128, resolution // 2),
+        batch_size=batch_size,
+        num_workers=workers,
+        clips_per_video=max(1, clips),
+    )
     dm.setup("fit")
     t0 = time.perf_counter()
     it = iter(dm.train_dataloader())
@@ -47,21 +53,35 @@ def main() -> None:
                 from dancelcm.data.synthesize import SynthesisConfig, synthesize
 
                 log.info("making a %d-video benchmark dataset at %s", cfg.num_videos, root)
-                synthesize(SynthesisConfig(out_dir=root, num_videos=cfg.num_videos, num_frames=48,
-                                           resolution=cfg.resolution, preview=False))  # fmt: skip
+                synthesize(
+                    SynthesisConfig(
+                        out_dir=root, num_videos=cfg.num_videos, num_frames=48, resolution=cfg.resolution, preview=False
+                    )
+                )
         rows = []
         for w in cfg.workers:
             r = measure(root, cfg.num_frames, cfg.stride, cfg.resolution, int(w), cfg.batch_size, cfg.clips)
             rows.append(r)
-        log.info("loader throughput on %s (%d CPUs): %d frames of %dx%d, batch %d",
-                 root, os.cpu_count(), cfg.num_frames, cfg.resolution, cfg.resolution, cfg.batch_size)  # fmt: skip
+        log.info(
+            "loader throughput on %s (%d CPUs): %d frames of %dx%d, batch %d",
+            root,
+            os.cpu_count(),
+            cfg.num_frames,
+            cfg.resolution,
+            cfg.resolution,
+            cfg.batch_size,
+        )
         log.info("| workers | clips/s | first batch (s) |")
         log.info("|---|---|---|")
         for r in rows:
             log.info("| %d | %.1f | %.2f |", r["workers"], r["clips_per_s"], r["first_batch_s"])
         if len(rows) > 1:
-            log.info("ratio %d/%d workers: %.2fx", rows[-1]["workers"], rows[0]["workers"],
-                     rows[-1]["clips_per_s"] / rows[0]["clips_per_s"])  # fmt: skip
+            log.info(
+                "ratio %d/%d workers: %.2fx",
+                rows[-1]["workers"],
+                rows[0]["workers"],
+                rows[-1]["clips_per_s"] / rows[0]["clips_per_s"],
+            )
         if cfg.output:
             Path(cfg.output).write_text(json.dumps(rows, indent=1))
 

@@ -13,31 +13,76 @@ import numpy as np
 from dancelcm.data.raster import Canvas
 
 BODY_KEYPOINTS = (
-    "nose", "neck",
-    "r_shoulder", "r_elbow", "r_wrist",
-    "l_shoulder", "l_elbow", "l_wrist",
-    "r_hip", "r_knee", "r_ankle",
-    "l_hip", "l_knee", "l_ankle",
-    "r_eye", "l_eye", "r_ear", "l_ear",
-)  # fmt: skip
+    "nose",
+    "neck",
+    "r_shoulder",
+    "r_elbow",
+    "r_wrist",
+    "l_shoulder",
+    "l_elbow",
+    "l_wrist",
+    "r_hip",
+    "r_knee",
+    "r_ankle",
+    "l_hip",
+    "l_knee",
+    "l_ankle",
+    "r_eye",
+    "l_eye",
+    "r_ear",
+    "l_ear",
+)
 BODY_INDEX = {name: i for i, name in enumerate(BODY_KEYPOINTS)}
 NUM_BODY = len(BODY_KEYPOINTS)
 NUM_FACE = 68
 
 # OpenPose limb pairs (0-indexed) in the order the OpenPose / DWPose renderers draw them.
 LIMBS = (
-    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
-    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
-)  # fmt: skip
+    (1, 2),
+    (1, 5),
+    (2, 3),
+    (3, 4),
+    (5, 6),
+    (6, 7),
+    (1, 8),
+    (8, 9),
+    (9, 10),
+    (1, 11),
+    (11, 12),
+    (12, 13),
+    (1, 0),
+    (0, 14),
+    (14, 16),
+    (0, 15),
+    (15, 17),
+)
 # The 18 OpenPose colours (RGB); limb i uses colour i, keypoint j colour j.
-COLORS = np.array(
-    [
-        [255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0], [85, 255, 0],
-        [0, 255, 0], [0, 255, 85], [0, 255, 170], [0, 255, 255], [0, 170, 255], [0, 85, 255],
-        [0, 0, 255], [85, 0, 255], [170, 0, 255], [255, 0, 255], [255, 0, 170], [255, 0, 85],
-    ],
-    dtype=np.float32,
-) / 255.0  # fmt: skip
+COLORS = (
+    np.array(
+        [
+            [255, 0, 0],
+            [255, 85, 0],
+            [255, 170, 0],
+            [255, 255, 0],
+            [170, 255, 0],
+            [85, 255, 0],
+            [0, 255, 0],
+            [0, 255, 85],
+            [0, 255, 170],
+            [0, 255, 255],
+            [0, 170, 255],
+            [0, 85, 255],
+            [0, 0, 255],
+            [85, 0, 255],
+            [170, 0, 255],
+            [255, 0, 255],
+            [255, 0, 170],
+            [255, 0, 85],
+        ],
+        dtype=np.float32,
+    )
+    / 255.0
+)
 
 
 def render_pose_map(

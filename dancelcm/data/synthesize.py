@@ -207,10 +207,16 @@ def main() -> None:
         log.info(
             "wrote %d videos (%d train / %d test, %d with turns, %.1f%% turned frames) to %s in %.1f s "
             "(%.0f frames/s, %d workers)",
-            summary["videos"], summary["train_videos"], summary["test_videos"], summary["videos_with_turns"],
-            100 * summary["turned_frame_fraction"], conf.out_dir, summary["seconds"], summary["frames_per_second"],
+            summary["videos"],
+            summary["train_videos"],
+            summary["test_videos"],
+            summary["videos_with_turns"],
+            100 * summary["turned_frame_fraction"],
+            conf.out_dir,
+            summary["seconds"],
+            summary["frames_per_second"],
             conf.num_workers,
-        )  # fmt: skip
+        )
         for p in summary.get("preview", []):
             log.info("preview: %s", p)
 

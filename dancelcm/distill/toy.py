@@ -17,8 +17,14 @@ from dancelcm.diffusion.samplers import ddim_sample
 from dancelcm.distill.consistency import LossWeights, consistency_sample, consistency_targets, distillation_loss
 from dancelcm.models.ema import EMA
 
-SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                 prediction_type="v_prediction", rescale_betas_zero_snr=True)  # fmt: skip
+SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    beta_end=0.012,
+    prediction_type="v_prediction",
+    rescale_betas_zero_snr=True,
+)
 
 
 class MixtureTeacher:
@@ -57,8 +63,14 @@ class ToyStudent(nn.Module):
         super().__init__()
         self.teacher = teacher
         self.freqs = torch.exp(torch.linspace(0, math.log(100.0), 8))
-        self.body = nn.Sequential(nn.Linear(2 + 16, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                  nn.Linear(hidden, hidden), nn.SiLU())  # fmt: skip
+        self.body = nn.Sequential(
+            nn.Linear(2 + 16, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+        )
         self.out = nn.Linear(hidden, 2)
         self.aux = nn.Linear(hidden, 2) if aux_head else None
         for head in (self.out, self.aux):

@@ -117,8 +117,15 @@ class DistillModule(L.LightningModule):
         if tgt["kind"] not in ("ema", "student"):
             raise ValueError(f"distill target.kind={tgt['kind']!r}: choose 'ema' or 'student'")
         self.target = EMA(self.student, tgt["decay"]) if tgt["kind"] == "ema" else None
-        loss = {"distance": "huber", "huber_c": 1e-3, "aux_weight": 1.0, "aux_weighted": False, "motion_weight": 1.0,
-                "motion_delta": 0.1, **(loss or {})}  # fmt: skip
+        loss = {
+            "distance": "huber",
+            "huber_c": 1e-3,
+            "aux_weight": 1.0,
+            "aux_weighted": False,
+            "motion_weight": 1.0,
+            "motion_delta": 0.1,
+            **(loss or {}),
+        }
         self.loss_cfg = loss
         self.weights = LossWeights(
             loss["distance"], loss["huber_c"], loss["aux_weight"] if aux_head else 0.0, loss["aux_weighted"]
@@ -127,8 +134,10 @@ class DistillModule(L.LightningModule):
         self.condition_dropout = {k: v for k, v in (condition_dropout or {}).items() if v > 0}
         unknown = set(self.condition_dropout) - set(self.student.animator.condition_names)
         if unknown:
-            raise ValueError(f"method.condition_dropout names {sorted(unknown)} are not student conditions "
-                             f"{self.student.animator.condition_names}")  # fmt: skip
+            raise ValueError(
+                f"method.condition_dropout names {sorted(unknown)} are not student conditions "
+                f"{self.student.animator.condition_names}"
+            )
         self.curriculum = sorted((int(s), int(k)) for s, k in (curriculum or []))
         self._segments = Segments(**segments)
         self.validation = {"student_steps": [1, 2, 4], "teacher_steps": 50, "num_clips": 4, **(validation or {})}
@@ -186,8 +195,19 @@ class DistillModule(L.LightningModule):
             eps = torch.randn_like(x0)
             uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
             with self._autocast():
-                targets = consistency_targets(self.teacher, self.target_net, self.schedule, seg, x0, t_cond, n, eps,
-                                              uncond, self.hparams.guidance, target_cond=s_cond)  # fmt: skip
+                targets = consistency_targets(
+                    self.teacher,
+                    self.target_net,
+                    self.schedule,
+                    seg,
+                    x0,
+                    t_cond,
+                    n,
+                    eps,
+                    uncond,
+                    self.hparams.guidance,
+                    target_cond=s_cond,
+                )
             weight = None
             mask = None
             if self.loss_cfg["motion_weight"] > 0:
@@ -242,8 +262,19 @@ class DistillModule(L.LightningModule):
         t_cond = self.conditions(batch, self.teacher.condition_names)
         s_cond = self.conditions(batch, self.student.animator.condition_names)
         uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
-        targets = consistency_targets(self.teacher, self.target_net, self.schedule, seg, x0, t_cond, n, eps, uncond,
-                                      self.hparams.guidance, target_cond=s_cond)  # fmt: skip
+        targets = consistency_targets(
+            self.teacher,
+            self.target_net,
+            self.schedule,
+            seg,
+            x0,
+            t_cond,
+            n,
+            eps,
+            uncond,
+            self.hparams.guidance,
+            target_cond=s_cond,
+        )
         out = distillation_loss(
             self.student, targets, self.schedule, x0, s_cond, LossWeights(self.weights.distance, self.weights.huber_c)
         )

@@ -78,10 +78,18 @@ class Animator(nn.Module):
         super().__init__()
         # Keep the construction arguments (primitives only) for save_pretrained / checkpoints.
         self.config = dict(
-            latent_channels=latent_channels, latent_size=list(latent_size), factor=factor,
-            cross_attention_dim=cross_attention_dim, backbone=dict(backbone or {}), pose=pose, reference=reference,
-            face=face, attention=attention, gradient_checkpointing=gradient_checkpointing, dropout=dropout,
-        )  # fmt: skip
+            latent_channels=latent_channels,
+            latent_size=list(latent_size),
+            factor=factor,
+            cross_attention_dim=cross_attention_dim,
+            backbone=dict(backbone or {}),
+            pose=pose,
+            reference=reference,
+            face=face,
+            attention=attention,
+            gradient_checkpointing=gradient_checkpointing,
+            dropout=dropout,
+        )
         self.latent_channels = latent_channels
         embedders: dict[str, nn.Module] = {}
         if pose is not None:
@@ -139,8 +147,15 @@ class Animator(nn.Module):
 
     def _backbone_arch(self) -> dict:
         """The backbone's full architecture (so a loaded pretrained backbone is rebuilt without its folder)."""
-        keep = ("down_block_types", "up_block_types", "block_out_channels", "layers_per_block", "attention_head_dim",
-                "norm_num_groups", "sample_size")  # fmt: skip
+        keep = (
+            "down_block_types",
+            "up_block_types",
+            "block_out_channels",
+            "layers_per_block",
+            "attention_head_dim",
+            "norm_num_groups",
+            "sample_size",
+        )
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.backbone.config.items() if k in keep}
 
     @classmethod

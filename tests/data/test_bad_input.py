@@ -172,9 +172,14 @@ def test_one_corrupt_file_among_ten_trains_on_the_nine(synthetic_root, tmp_path)
     dm = PoseVideoDataModule(str(root), num_frames=4, stride=2, resolution=32, batch_size=3, num_workers=0)
     model = _Probe()
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
-    )  # fmt: skip
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=dm)
     assert model.seen == set(all_ids) - {bad}
     assert len(dm.skipped) == 1 and bad in dm.skipped[0][0]

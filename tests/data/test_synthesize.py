@@ -89,8 +89,17 @@ def test_invalid_options_are_named(bad, tmp_path):
 
 def test_cli_writes_dataset_and_preview(tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "dancelcm.data.synthesize", f"out_dir={out}", "num_videos=3", "num_frames=8",
-           "resolution=32", "seed=1", "num_workers=1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "dancelcm.data.synthesize",
+        f"out_dir={out}",
+        "num_videos=3",
+        "num_frames=8",
+        "resolution=32",
+        "seed=1",
+        "num_workers=1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "wrote 3 videos" in proc.stdout

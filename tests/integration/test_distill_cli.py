@@ -11,8 +11,9 @@ import torch
 from tests.integration.test_teacher_cli import MICRO
 
 DISTILL_MICRO = [m for m in MICRO if not m.startswith("method.sampling")] + [
-    "method.validation.teacher_steps=2", "method.segments.num_grid=8",
-]  # fmt: skip
+    "method.validation.teacher_steps=2",
+    "method.segments.num_grid=8",
+]
 
 
 def _run(args, cwd, ok=True):
@@ -25,16 +26,35 @@ def _run(args, cwd, ok=True):
 @pytest.fixture(scope="module")
 def micro_teacher(synthetic_root, tmp_path_factory):
     run = tmp_path_factory.mktemp("teacher") / "run"
-    _run(["dancelcm.train", "+experiment=synthetic_teacher", f"data.root={synthetic_root}", f"hydra.run.dir={run}", *MICRO,
-          "trainer.max_steps=2"], run.parent)  # fmt: skip
+    _run(
+        [
+            "dancelcm.train",
+            "+experiment=synthetic_teacher",
+            f"data.root={synthetic_root}",
+            f"hydra.run.dir={run}",
+            *MICRO,
+            "trainer.max_steps=2",
+        ],
+        run.parent,
+    )
     return run / "export"
 
 
 @pytest.mark.parametrize("experiment", ["synthetic_k4", "synthetic_lcm"])
 def test_distillation_runs_logs_and_exports(experiment, micro_teacher, synthetic_root, tmp_path):
     run = tmp_path / "run"
-    _run(["dancelcm.train", f"+experiment={experiment}", f"data.root={synthetic_root}", f"hydra.run.dir={run}",
-          f"method.teacher={micro_teacher}", *DISTILL_MICRO, "trainer.max_steps=2"], tmp_path)  # fmt: skip
+    _run(
+        [
+            "dancelcm.train",
+            f"+experiment={experiment}",
+            f"data.root={synthetic_root}",
+            f"hydra.run.dir={run}",
+            f"method.teacher={micro_teacher}",
+            *DISTILL_MICRO,
+            "trainer.max_steps=2",
+        ],
+        tmp_path,
+    )
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     keys = ckpt["state_dict"].keys()
     assert not any(k.startswith("teacher.") for k in keys)  # the teacher is never saved
@@ -59,7 +79,17 @@ def test_distillation_runs_logs_and_exports(experiment, micro_teacher, synthetic
 
 
 def test_missing_teacher_names_the_option_and_the_command(synthetic_root, tmp_path):
-    proc = _run(["dancelcm.train", "+experiment=synthetic_k4", f"data.root={synthetic_root}", f"hydra.run.dir={tmp_path}/r",
-                 f"method.teacher={tmp_path}/none", *DISTILL_MICRO], tmp_path, ok=False)  # fmt: skip
+    proc = _run(
+        [
+            "dancelcm.train",
+            "+experiment=synthetic_k4",
+            f"data.root={synthetic_root}",
+            f"hydra.run.dir={tmp_path}/r",
+            f"method.teacher={tmp_path}/none",
+            *DISTILL_MICRO,
+        ],
+        tmp_path,
+        ok=False,
+    )
     assert proc.returncode != 0
     assert "method.teacher=" in proc.stderr and "+experiment=synthetic_teacher" in proc.stderr

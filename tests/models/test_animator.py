@@ -12,14 +12,25 @@ from dancelcm.models.ema import EMA
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY_BACKBONE = dict(
-    block_out_channels=[32, 64], down_block_types=["CrossAttnDownBlock3D", "DownBlock3D"],
-    up_block_types=["UpBlock3D", "CrossAttnUpBlock3D"], layers_per_block=1, attention_head_dim=4, norm_num_groups=16,
-)  # fmt: skip
+    block_out_channels=[32, 64],
+    down_block_types=["CrossAttnDownBlock3D", "DownBlock3D"],
+    up_block_types=["UpBlock3D", "CrossAttnUpBlock3D"],
+    layers_per_block=1,
+    attention_head_dim=4,
+    norm_num_groups=16,
+)
 
 
 def tiny_animator(**kw) -> Animator:
-    args = dict(latent_channels=12, latent_size=(4, 4), factor=2, cross_attention_dim=32, backbone=TINY_BACKBONE,
-                pose={"channels": [8], "out_channels": 8}, reference={"concat_channels": 8})  # fmt: skip
+    args = dict(
+        latent_channels=12,
+        latent_size=(4, 4),
+        factor=2,
+        cross_attention_dim=32,
+        backbone=TINY_BACKBONE,
+        pose={"channels": [8], "out_channels": 8},
+        reference={"concat_channels": 8},
+    )
     args.update(kw)
     torch.manual_seed(0)
     return Animator(**args)
@@ -118,8 +129,13 @@ def test_patch_autoencoder_is_exact():
 
 def test_diffusers_vae_loads_from_a_local_folder(tmp_path):
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2,
-                        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=4)  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16],
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+    )
     vae.save_pretrained(tmp_path / "vae")
     ae = build_autoencoder("diffusers", pretrained=str(tmp_path / "vae"))
     assert ae.factor == 2 and ae.latent_channels == 4
