@@ -49,6 +49,40 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def run_identity(cfg: DictConfig) -> tuple[str, str]:
+    """(W&B group, run name): the ablation (or experiment) and, in a sweep, the job's overrides."""
+    override_dirname = ""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        override_dirname = HydraConfig.get().job.override_dirname
+    except Exception:  # not inside a Hydra app (tests composing configs)
+        pass
+    return str(cfg.get("ablation") or cfg.name), override_dirname or str(cfg.name)
+
+
+def stable_run_id(run_dir: Path) -> str:
+    """A W&B run id derived from the run folder: a resumed run logs into the same W&B run."""
+    import hashlib
+
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def flat_config(cfg: DictConfig) -> dict:
+    """The config flattened to ``a/b/c`` keys (W&B's run table compares flat keys side by side)."""
+    out = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = node
+
+    walk("", OmegaConf.to_container(cfg, resolve=True))
+    return out
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 

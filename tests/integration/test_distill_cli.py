@@ -93,3 +93,15 @@ def test_missing_teacher_names_the_option_and_the_command(synthetic_root, tmp_pa
     )
     assert proc.returncode != 0
     assert "method.teacher=" in proc.stderr and "+experiment=synthetic_teacher" in proc.stderr
+
+
+def test_ablation_sweep_runs_each_job_in_its_own_folder(micro_teacher, synthetic_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    _run(["dancelcm.train", "-m", "+experiment=synthetic_k4", "+ablation=face", f"data.root={synthetic_root}",
+          f"hydra.sweep.dir={sweep}", f"method.teacher={micro_teacher}", *DISTILL_MICRO, "trainer.max_steps=1",
+          "callbacks.sample_videos=null"], tmp_path)
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["method.face.enabled=false", "method.face.enabled=true"]
+    for job in jobs:
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        assert (sweep / job / "export" / "bundle.json").is_file()

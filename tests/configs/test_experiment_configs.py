@@ -1,0 +1,87 @@
+"""Every experiment and every ablation job composes and instantiates (datamodule and LightningModule)."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from dancelcm.lit.builders import animator_kwargs, build_module, plain
+from dancelcm.lit.distill import DistillModule
+from dancelcm.lit.teacher import TeacherModule
+from dancelcm.models.animator import Animator
+from dancelcm.models.bundle import save_bundle
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def micro_bundle(tmp_path_factory):
+    """An untrained micro teacher bundle matching data.resolution=32 (what a distillation loads)."""
+    cfg = _compose(["+experiment=synthetic_teacher", "model=animator_micro", "data.resolution=32"])
+    model = plain(cfg.model)
+    animator = Animator(**animator_kwargs(model, 32))
+    meta = {"kind": "teacher", "scheduler": model["scheduler"], "autoencoder": model["autoencoder"],
+            "data": {"resolution": 32, "num_frames": 4, "stride": 2, "face_size": 16}, "sampling": {"steps": 2}}
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "teacher", animator, meta)
+
+
+def _small(name, bundle, tmp_path):
+    return [f"+experiment={name}", "model=animator_micro", "data.resolution=32", "data.face_size=16",
+            f"paths.data_dir={tmp_path}", f"method.teacher={bundle}"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(name, micro_bundle, tmp_path):
+    cfg = _compose([f"+experiment={name}"])
+    assert cfg.name == name and "experiment" not in cfg  # the primary config has no experiment entry
+    instantiate(cfg.data)
+    if name.startswith(("tiktok", "ubc")):
+        # real-data experiments need local data and a local teacher: they stop at once, naming the option
+        assert cfg.model.autoencoder.kind == "diffusers" and cfg.trainer.precision == "bf16-mixed"
+        with pytest.raises(FileNotFoundError, match="method.teacher="):
+            build_module(_compose([f"+experiment={name}", f"paths.data_dir={tmp_path}"]))
+        return
+    overrides = _small(name, micro_bundle, tmp_path)
+    if name == "synthetic_teacher":
+        overrides = [o for o in overrides if not o.startswith("method.teacher")]
+    module = build_module(_compose(overrides))
+    expected = TeacherModule if name == "synthetic_teacher" else DistillModule
+    assert isinstance(module, expected)
+    if name == "synthetic_lcm":
+        assert module.segments.num_segments == 1 and module.student.aux_head is None
+        assert "face" not in module.student.animator.condition_names and module.loss_cfg["motion_weight"] == 0
+    if name == "synthetic_k4":
+        assert module.segments.num_segments == 4 and module.student.aux_head is not None
+        assert module.student.animator.condition_names[-1] == "face"
+
+
+def _sweep_jobs(cfg):
+    params = cfg.hydra.sweeper.params
+    jobs = [[]]
+    for key, values in params.items():
+        jobs = [j + [f"{key}={v}"] for j in jobs for v in str(values).split(",")]
+    return jobs
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_every_ablation_job_instantiates(ablation, micro_bundle, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+experiment=synthetic_k4", f"+ablation={ablation}"],
+                      return_hydra_config=True)
+    assert cfg.ablation == ablation
+    jobs = _sweep_jobs(cfg)
+    assert len(jobs) >= 2
+    built = []
+    for job in jobs:
+        module = build_module(_compose(_small("synthetic_k4", micro_bundle, tmp_path) + [f"+ablation={ablation}", *job]))
+        built.append((module.segments.num_segments, module.student.aux_head is not None,
+                      "face" in module.student.animator.condition_names, module.loss_cfg["motion_weight"]))
+    assert len(set(built)) == len(jobs), f"jobs of {ablation} do not differ: {built}"
