@@ -30,7 +30,7 @@ SCHEDULER = dict(
 class MixtureTeacher:
     """Exact v-prediction denoiser of an isotropic Gaussian mixture in ``dim`` dimensions."""
 
-    def __init__(self, schedule: NoiseSchedule, num_modes: int = 8, radius: float = 1.0, sigma: float = 0.05):
+    def __init__(self, schedule: NoiseSchedule, num_modes: int = 8, radius: float = 1.0, sigma: float = 0.15):
         ang = torch.arange(num_modes, dtype=torch.float64) * 2 * math.pi / num_modes
         self.mu = radius * torch.stack([ang.cos(), ang.sin()], 1)  # (K, 2)
         self.sigma, self.schedule = sigma, schedule

@@ -1,0 +1,21 @@
+"""Distillation on a Gaussian mixture whose teacher is the exact denoiser (dancelcm/distill/toy.py).
+
+The K-step student, from the same noise, must land on the teacher's own ODE solution (DDIM on the
+N = 40 grid it distils) to within a few percent of the data scale (modes on the unit circle), and the
+error must shrink with training. Measured on this CPU: K=4 2.0%, K=2 4.5% (3000 steps), K=1 6.2%
+(6000 steps, still falling): one step across the whole trajectory is the hardest map to learn.
+"""
+
+import pytest
+import torch
+
+from dancelcm.distill.toy import distill_toy
+
+
+@pytest.mark.parametrize("k,steps,limit", [(4, 2000, 0.05), (2, 3000, 0.06), (1, 6000, 0.08)])
+def test_k_step_student_matches_the_teacher_ode(k, steps, limit):
+    torch.set_num_threads(1)  # a 2-D MLP: threads only add overhead
+    result = distill_toy(k, steps=steps, lr=5e-3, eval_every=steps // 4)
+    errors = [e for _, e in result["curve"]]
+    assert result["final_error"] < limit, result["curve"]
+    assert errors[-1] < 0.7 * errors[0], f"error did not shrink with training: {result['curve']}"
