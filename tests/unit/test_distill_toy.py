@@ -14,8 +14,12 @@ from dancelcm.distill.toy import distill_toy
 
 @pytest.mark.parametrize("k,steps,limit", [(4, 2000, 0.05), (2, 3000, 0.06), (1, 6000, 0.08)])
 def test_k_step_student_matches_the_teacher_ode(k, steps, limit):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 2-D MLP: threads only add overhead
-    result = distill_toy(k, steps=steps, lr=5e-3, eval_every=steps // 4)
+    try:
+        result = distill_toy(k, steps=steps, lr=5e-3, eval_every=steps // 4)
+    finally:
+        torch.set_num_threads(threads)
     errors = [e for _, e in result["curve"]]
     assert result["final_error"] < limit, result["curve"]
     assert errors[-1] < 0.7 * errors[0], f"error did not shrink with training: {result['curve']}"
