@@ -149,3 +149,37 @@ def consistency_sample(
         x = schedule.jump(*schedule.to_x0_eps(out, x, t), t_to)
     assert t_to == CLEAN
     return x
+
+
+@torch.no_grad()
+def multistep_consistency_sample(
+    student: Denoiser,
+    noise: torch.Tensor,
+    schedule: NoiseSchedule,
+    num_steps: int,
+    cond: dict,
+    generator: torch.Generator | None = None,
+    gamma: float = 1.0,
+) -> torch.Tensor:
+    """The LCM / TCD multistep sampler: at each of ``num_steps`` trailing timesteps predict x0, then
+    re-noise to the next timestep with fresh noise (``gamma = 1``: LCM; ``gamma < 1``: TCD keeps part of
+    the deterministic path). How a K = 1 student (VideoLCM) samples with more than one step."""
+    from dancelcm.diffusion.schedule import ddim_timesteps
+
+    ts = ddim_timesteps(num_steps, schedule.num_train_timesteps)
+    x = noise.float()
+    for i, t in enumerate(ts):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        x0, eps = schedule.to_x0_eps(_main_output(student(x, tt, cond)).float(), x, tt)
+        if i + 1 == len(ts):
+            return x0
+        t_next = ts[i + 1]
+        # TCD: land at s = (1 - gamma) t_next deterministically, then add noise up to t_next
+        s = int((1 - gamma) * t_next) if gamma < 1 else CLEAN
+        x_s = schedule.jump(x0, eps, s)
+        a_s, _ = schedule.coefficients(s)
+        a_n, _ = schedule.coefficients(t_next)
+        ratio = a_n / a_s
+        z = torch.randn(x.shape, generator=generator).to(x.device)
+        x = ratio * x_s + (1 - ratio**2).clamp_min(0).sqrt() * z
+    return x

@@ -117,3 +117,21 @@ def test_consistency_sampler_visits_the_segment_edges():
     assert seen == [999, 499]
     with pytest.raises(ValueError):
         consistency_sample(student, torch.randn(2, 2), SCHED, seg, {}, num_steps=8)
+
+
+def test_multistep_sampler_renoises_between_steps():
+    from dancelcm.distill.consistency import multistep_consistency_sample
+
+    seen = []
+
+    def student(x, t, c):  # predicts x0 = 0.5 everywhere (v-parameterisation of that x0)
+        seen.append(int(t[0]))
+        a, s = SCHED.coefficients(t, like=x)
+        x0 = torch.full_like(x, 0.5)
+        eps = (x - a * x0) / s
+        return SCHED.target(x0, eps, t)
+
+    noise = torch.randn(3, 2)
+    out = multistep_consistency_sample(student, noise, SCHED, 4, {}, torch.Generator().manual_seed(0))
+    assert seen == [999, 749, 499, 249]
+    torch.testing.assert_close(out, torch.full((3, 2), 0.5), atol=1e-4, rtol=0)  # the last step returns x0
