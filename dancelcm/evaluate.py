@@ -47,6 +47,28 @@ def teacher_sampler(bundle, steps: int, guidance: float, uncond: list[str]) -> S
     return SamplerSpec(name, steps * (2 if guidance != 1.0 else 1), fn)
 
 
+def student_sampler(bundle, steps: int, seed: int = 0) -> SamplerSpec:
+    """A distilled student: segment-wise deterministic sampling when ``steps <= K``, the LCM multistep
+    sampler (re-noising between steps) beyond that. No CFG: NFE = steps."""
+    from dancelcm.diffusion import Segments
+    from dancelcm.distill.consistency import consistency_sample, multistep_consistency_sample
+    from dancelcm.lit.common import make_conditions
+
+    net = bundle.animator.eval()
+    segments = Segments(**bundle.meta["segments"])
+
+    def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
+        cond = make_conditions(batch, bundle.autoencoder, net.condition_names)
+        if steps <= segments.num_segments:
+            z = consistency_sample(net, noise, bundle.schedule, segments, cond, steps)
+        else:
+            g = torch.Generator().manual_seed(seed)
+            z = multistep_consistency_sample(net, noise, bundle.schedule, steps, cond, g)
+        return bundle.autoencoder.decode(z).clamp(-1, 1)
+
+    return SamplerSpec(f"{steps}-step", steps, fn)
+
+
 def reference_copy() -> SamplerSpec:
     """The trivial baseline: the reference frame in every frame."""
     return SamplerSpec(
@@ -70,8 +92,16 @@ def evaluate(
     seed: int = 0,
     max_clips: int | None = None,
     device: str = "cpu",
+    reference: str | None = None,
 ) -> dict:
-    """Run every sampler over the loader; returns ``{sampler: {metric: {mean, std, n}}, ...}`` and per-clip rows."""
+    """Run every sampler over the loader; returns ``{sampler: {metric: {mean, std, n}}, ...}`` and per-clip rows.
+
+    ``reference`` names one of the samplers (e.g. the teacher's DDIM-50 + CFG): every sampler then also
+    gets ``psnr_vs_teacher``, its PSNR against that sampler's output from the same noise.
+    """
+    from dancelcm.metrics.quality import psnr
+
+    order = sorted(samplers, key=lambda s: s.name != reference)  # the reference runs first
     from tqdm.auto import tqdm
 
     from dancelcm.metrics.features import frame_features, frechet_distance
@@ -94,14 +124,20 @@ def evaluate(
         noise = clip_noise(batch["clip_index"], latent_shape(batch), seed).to(device)
         if feature_net is not None:
             feats["__real__"].append(frame_features(feature_net, batch["video"].cpu()))
-        for s in samplers:
+        ref_video = None
+        for s in order:
             t0 = time.perf_counter()
             video = s.fn(batch, noise)
             dt = time.perf_counter() - t0
             r = results[s.name]
             r["seconds"] += dt
             r["clips"] += b
-            for k, v in clip_metrics(video, batch).items():
+            metrics = clip_metrics(video, batch)
+            if s.name == reference:
+                ref_video = video
+            if ref_video is not None:
+                metrics["psnr_vs_teacher"] = psnr(video, ref_video)
+            for k, v in metrics.items():
                 r["per_clip"].setdefault(k, []).extend(v.cpu().tolist())
             if feature_net is not None:
                 feats[s.name].append(frame_features(feature_net, video.cpu()))
@@ -131,6 +167,7 @@ def evaluate(
 
 TABLE_COLUMNS = (
     ("nfe", "NFE"),
+    ("psnr_vs_teacher", "PSNR vs teacher"),
     ("seconds_per_clip", "s/clip"),
     ("psnr", "PSNR"),
     ("ssim", "SSIM"),
@@ -206,6 +243,19 @@ def main() -> None:
         for steps in cfg.teacher_steps:
             for g in cfg.guidance:
                 samplers.append(teacher_sampler(bundle, int(steps), float(g), uncond))
+        reference = None
+        if cfg.vs_teacher:
+            n, g = int(cfg.vs_teacher.steps), float(cfg.vs_teacher.guidance)
+            ref = teacher_sampler(bundle, n, g, uncond)
+            reference = ref.name
+            if all(sp.name != ref.name for sp in samplers):
+                samplers.append(ref)
+        for label, directory in (cfg.students or {}).items():
+            sb = load_bundle(directory)
+            for steps in cfg.student_steps:
+                spec = student_sampler(sb, int(steps), cfg.seed)
+                spec.name = f"{label} {spec.name}"
+                samplers.append(spec)
         fac, c = bundle.autoencoder.factor, bundle.animator.latent_channels
 
         def latent_shape(batch):
@@ -213,7 +263,7 @@ def main() -> None:
             return (c, f, h // fac, w // fac)
 
         feature_net = FrameEncoder.load(cfg.feature_net) if cfg.feature_net else None
-        result = evaluate(samplers, loader, latent_shape, feature_net, cfg.seed, cfg.max_clips)
+        result = evaluate(samplers, loader, latent_shape, feature_net, cfg.seed, cfg.max_clips, reference=reference)
         from hydra.core.hydra_config import HydraConfig
 
         overrides = " ".join(HydraConfig.get().overrides.task)

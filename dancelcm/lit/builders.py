@@ -61,6 +61,8 @@ def build_module(cfg: DictConfig):
             face = {"face_latent_size": int(data["face_size"]) // factor}
         else:
             face = None
-            method["condition_dropout"] = {k: v for k, v in (method.get("condition_dropout") or {}).items() if k != "face"}
+            method["condition_dropout"] = {
+                k: v for k, v in (method.get("condition_dropout") or {}).items() if k != "face"
+            }
         return DistillModule(face=face, data=data_geometry(data), **method)
     raise ValueError(f"method.kind={kind!r}: unknown (available: teacher, distill)")

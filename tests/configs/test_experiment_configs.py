@@ -28,14 +28,25 @@ def micro_bundle(tmp_path_factory):
     cfg = _compose(["+experiment=synthetic_teacher", "model=animator_micro", "data.resolution=32"])
     model = plain(cfg.model)
     animator = Animator(**animator_kwargs(model, 32))
-    meta = {"kind": "teacher", "scheduler": model["scheduler"], "autoencoder": model["autoencoder"],
-            "data": {"resolution": 32, "num_frames": 4, "stride": 2, "face_size": 16}, "sampling": {"steps": 2}}
+    meta = {
+        "kind": "teacher",
+        "scheduler": model["scheduler"],
+        "autoencoder": model["autoencoder"],
+        "data": {"resolution": 32, "num_frames": 4, "stride": 2, "face_size": 16},
+        "sampling": {"steps": 2},
+    }
     return save_bundle(tmp_path_factory.mktemp("bundle") / "teacher", animator, meta)
 
 
 def _small(name, bundle, tmp_path):
-    return [f"+experiment={name}", "model=animator_micro", "data.resolution=32", "data.face_size=16",
-            f"paths.data_dir={tmp_path}", f"method.teacher={bundle}"]
+    return [
+        f"+experiment={name}",
+        "model=animator_micro",
+        "data.resolution=32",
+        "data.face_size=16",
+        f"paths.data_dir={tmp_path}",
+        f"method.teacher={bundle}",
+    ]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -74,14 +85,25 @@ def _sweep_jobs(cfg):
 @pytest.mark.parametrize("ablation", ABLATIONS)
 def test_every_ablation_job_instantiates(ablation, micro_bundle, tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["+experiment=synthetic_k4", f"+ablation={ablation}"],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name="train",
+            overrides=["+experiment=synthetic_k4", f"+ablation={ablation}"],
+            return_hydra_config=True,
+        )
     assert cfg.ablation == ablation
     jobs = _sweep_jobs(cfg)
     assert len(jobs) >= 2
     built = []
     for job in jobs:
-        module = build_module(_compose(_small("synthetic_k4", micro_bundle, tmp_path) + [f"+ablation={ablation}", *job]))
-        built.append((module.segments.num_segments, module.student.aux_head is not None,
-                      "face" in module.student.animator.condition_names, module.loss_cfg["motion_weight"]))
+        module = build_module(
+            _compose(_small("synthetic_k4", micro_bundle, tmp_path) + [f"+ablation={ablation}", *job])
+        )
+        built.append(
+            (
+                module.segments.num_segments,
+                module.student.aux_head is not None,
+                "face" in module.student.animator.condition_names,
+                module.loss_cfg["motion_weight"],
+            )
+        )
     assert len(set(built)) == len(jobs), f"jobs of {ablation} do not differ: {built}"

@@ -97,11 +97,75 @@ def test_missing_teacher_names_the_option_and_the_command(synthetic_root, tmp_pa
 
 def test_ablation_sweep_runs_each_job_in_its_own_folder(micro_teacher, synthetic_root, tmp_path):
     sweep = tmp_path / "sweep"
-    _run(["dancelcm.train", "-m", "+experiment=synthetic_k4", "+ablation=face", f"data.root={synthetic_root}",
-          f"hydra.sweep.dir={sweep}", f"method.teacher={micro_teacher}", *DISTILL_MICRO, "trainer.max_steps=1",
-          "callbacks.sample_videos=null"], tmp_path)
+    _run(
+        [
+            "dancelcm.train",
+            "-m",
+            "+experiment=synthetic_k4",
+            "+ablation=face",
+            f"data.root={synthetic_root}",
+            f"hydra.sweep.dir={sweep}",
+            f"method.teacher={micro_teacher}",
+            *DISTILL_MICRO,
+            "trainer.max_steps=1",
+            "callbacks.sample_videos=null",
+        ],
+        tmp_path,
+    )
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == ["method.face.enabled=false", "method.face.enabled=true"]
     for job in jobs:
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert (sweep / job / "export" / "bundle.json").is_file()
+
+
+def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(micro_teacher, synthetic_root, tmp_path):
+    run = tmp_path / "k4"
+    _run(
+        [
+            "dancelcm.train",
+            "+experiment=synthetic_k4",
+            f"data.root={synthetic_root}",
+            f"hydra.run.dir={run}",
+            f"method.teacher={micro_teacher}",
+            *DISTILL_MICRO,
+            "trainer.max_steps=1",
+            "callbacks.sample_videos=null",
+        ],
+        tmp_path,
+    )
+    out = tmp_path / "eval"
+    _run(
+        [
+            "dancelcm.evaluate",
+            f"teacher={micro_teacher}",
+            f"data.root={synthetic_root}",
+            "data.resolution=32",
+            "data.num_frames=4",
+            "data.face_size=16",
+            "data.val_batch_size=2",
+            "data.num_workers=0",
+            "max_clips=2",
+            "teacher_steps=[2]",
+            "guidance=[2.0]",
+            "vs_teacher.steps=2",
+            "feature_net=null",
+            "reference_baseline=false",
+            f"students={{DanceLCM:{run / 'export'}}}",
+            "student_steps=[1,2,4,8]",
+            f"out_dir={out}",
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {
+        "teacher DDIM-2 CFG 2",
+        "DanceLCM 1-step",
+        "DanceLCM 2-step",
+        "DanceLCM 4-step",
+        "DanceLCM 8-step",
+    }
+    assert metrics["DanceLCM 4-step"]["nfe"] == 4
+    # the teacher row is its own reference: PSNR vs itself is the clip-level maximum (1e-10 floor -> 100 dB)
+    assert metrics["teacher DDIM-2 CFG 2"]["psnr_vs_teacher"]["mean"] == pytest.approx(100.0)
+    assert metrics["DanceLCM 4-step"]["psnr_vs_teacher"]["mean"] < 100.0

@@ -155,6 +155,7 @@ def test_evaluate_writes_the_table(trained, synthetic_root, tmp_path):
             "max_clips=2",
             "teacher_steps=[2,1]",
             "guidance=[1.0,2.0]",
+            "vs_teacher.steps=2",
             f"feature_net={tmp_path / 'feat'}",
             f"out_dir={out}",
         ],
