@@ -41,6 +41,7 @@ class PoseVideoDataModule(L.LightningDataModule):
         on_error: str = "skip",
         scan: str = "header",
         pin_memory: bool = False,
+        decoded_cache_mb: float = 0.0,
         synthesize: dict | None = None,
     ):
         super().__init__()
@@ -55,6 +56,7 @@ class PoseVideoDataModule(L.LightningDataModule):
         self.train_split, self.val_split = train_split, val_split
         self.seed, self.on_error, self.scan = seed, on_error, scan
         self.pin_memory = pin_memory
+        self.decoded_cache_mb = decoded_cache_mb
         self.synthesize = dict(synthesize) if synthesize else None
         self.reports: dict[str, ScanReport] = {}
         self.train_dataset: TripletDataset | None = None
@@ -82,6 +84,7 @@ class PoseVideoDataModule(L.LightningDataModule):
             train=train,
             seed=self.seed,
             on_error=self.on_error,
+            decoded_cache_mb=self.decoded_cache_mb,
         )
 
     def setup(self, stage: str | None = None) -> None:

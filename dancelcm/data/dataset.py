@@ -212,6 +212,7 @@ class TripletDataset(Dataset):
         train: bool = True,
         seed: int = 0,
         on_error: str = "skip",
+        decoded_cache_mb: float = 0.0,
     ):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r}: choose one of {ON_ERROR}")
@@ -223,6 +224,7 @@ class TripletDataset(Dataset):
         self.face_size, self.face_scale = face_size, face_scale
         self.clips_per_video = clips_per_video
         self.train, self.seed, self.on_error = train, seed, on_error
+        self.decoded_cache_mb = decoded_cache_mb
         self.with_ground_truth = all(e.has_ground_truth for e in self.entries)
         # Videos that failed while loading, counted across worker processes (shared memory).
         self.runtime_failures = torch.zeros(1, dtype=torch.int64).share_memory_()
@@ -273,7 +275,7 @@ class TripletDataset(Dataset):
     def load(self, index: int, epoch: int = 0) -> dict:
         """Read and transform one clip; raises DataError naming the file on any problem."""
         if self._cache is None:
-            self._cache = SourceCache(capacity=64)
+            self._cache = SourceCache(capacity=64, decoded_mb=self.decoded_cache_mb)
         e = self.entries[index // self.clips_per_video]
         slot = index % self.clips_per_video
         rng = np.random.default_rng([self.seed, epoch if self.train else 0, index])

@@ -164,3 +164,13 @@ def test_dataset_pickles_without_readers(synthetic_root):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._cache is None
     torch.testing.assert_close(clone[0]["video"], ds[0]["video"])
+
+
+def test_decoded_cache_gives_the_same_clips(synthetic_root):
+    entries = scan_videos(synthetic_root, "train", ClipSpec(4, 2)).entries
+    plain = TripletDataset(entries, ClipSpec(4, 2), resolution=32)
+    cached = TripletDataset(entries, ClipSpec(4, 2), resolution=32, decoded_cache_mb=1)  # ~0.1 MB per video
+    for i in range(len(plain)):
+        a, b = plain[(i, 3)], cached[(i, 3)]
+        assert torch.equal(a["video"], b["video"]) and torch.equal(a["pose"], b["pose"])
+    assert 0 < cached._cache._decoded_bytes <= 2**20  # evicted down to the budget
