@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,11 @@ def fresh_copy(synthetic_root, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(synthetic_root, dst)
     return dst
+
+
+def run_module(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    """``python -m <args>`` as a user would run it; with ``ok`` the exit code must be 0."""
+    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+    if ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

@@ -183,31 +183,38 @@ class DistillModule(L.LightningModule):
         return make_conditions(batch, self.autoencoder, names)
 
     # -- training --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def make_targets(
+        self, batch: dict, x0: torch.Tensor, seg: Segments, n: torch.Tensor, eps: torch.Tensor, train: bool
+    ):
+        """Student conditions (with condition dropout in training) and the no-grad consistency targets."""
+        t_cond = self.conditions(batch, self.teacher.condition_names)
+        s_cond = self.conditions(batch, self.student.animator.condition_names)
+        if train:
+            s_cond = random_condition_dropout(s_cond, self.condition_dropout)
+        uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
+        with self._autocast():
+            targets = consistency_targets(
+                self.teacher,
+                self.target_net,
+                self.schedule,
+                seg,
+                x0,
+                t_cond,
+                n,
+                eps,
+                uncond,
+                self.hparams.guidance,
+                target_cond=s_cond,
+            )
+        return s_cond, targets
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         seg = self.segments
         with torch.no_grad():
             x0 = self.autoencoder.encode(batch["video"])
-            t_cond = self.conditions(batch, self.teacher.condition_names)
-            s_cond = random_condition_dropout(
-                self.conditions(batch, self.student.animator.condition_names), self.condition_dropout
-            )
             n = seg.sample_grid_indices(x0.shape[0]).to(x0.device)
-            eps = torch.randn_like(x0)
-            uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
-            with self._autocast():
-                targets = consistency_targets(
-                    self.teacher,
-                    self.target_net,
-                    self.schedule,
-                    seg,
-                    x0,
-                    t_cond,
-                    n,
-                    eps,
-                    uncond,
-                    self.hparams.guidance,
-                    target_cond=s_cond,
-                )
+            s_cond, targets = self.make_targets(batch, x0, seg, n, torch.randn_like(x0), train=True)
             weight = None
             mask = None
             if self.loss_cfg["motion_weight"] > 0:
@@ -259,22 +266,7 @@ class DistillModule(L.LightningModule):
         g = torch.Generator().manual_seed(2000 + batch_idx)
         n = torch.randint(0, seg.num_grid, (x0.shape[0],), generator=g).to(x0.device)
         eps = torch.randn(x0.shape, generator=g).to(x0.device)
-        t_cond = self.conditions(batch, self.teacher.condition_names)
-        s_cond = self.conditions(batch, self.student.animator.condition_names)
-        uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
-        targets = consistency_targets(
-            self.teacher,
-            self.target_net,
-            self.schedule,
-            seg,
-            x0,
-            t_cond,
-            n,
-            eps,
-            uncond,
-            self.hparams.guidance,
-            target_cond=s_cond,
-        )
+        s_cond, targets = self.make_targets(batch, x0, seg, n, eps, train=False)
         out = distillation_loss(
             self.student, targets, self.schedule, x0, s_cond, LossWeights(self.weights.distance, self.weights.huber_c)
         )

@@ -8,12 +8,39 @@
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from einops import rearrange
 from torch import nn
 
 
-class PatchAutoencoder(nn.Module):
+class VideoAutoencoder(nn.Module, abc.ABC):
+    """Video <-> latents through a frame codec (``encode_images`` / ``decode_images`` on (N, C, H, W))."""
+
+    factor: int
+    latent_channels: int
+
+    @abc.abstractmethod
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def decode_images(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, F, 3, H, W) in [-1, 1] -> (B, C, F, h, w)."""
+        b = video.shape[0]
+        z = self.encode_images(rearrange(video, "b f c h w -> (b f) c h w"))
+        return rearrange(z, "(b f) c h w -> b c f h w", b=b)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, h, w) -> (B, F, 3, H, W)."""
+        b = latents.shape[0]
+        x = self.decode_images(rearrange(latents, "b c f h w -> (b f) c h w"))
+        return rearrange(x, "(b f) c h w -> b f c h w", b=b)
+
+
+class PatchAutoencoder(VideoAutoencoder):
     def __init__(self, factor: int = 8, scale: float = 1.0):
         super().__init__()
         if factor < 1:
@@ -31,18 +58,8 @@ class PatchAutoencoder(nn.Module):
     def decode_images(self, latents: torch.Tensor) -> torch.Tensor:
         return nn.functional.pixel_shuffle(latents.float() / self.scale, self.factor)
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        b = video.shape[0]
-        z = self.encode_images(rearrange(video, "b f c h w -> (b f) c h w"))
-        return rearrange(z, "(b f) c h w -> b c f h w", b=b)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        b = latents.shape[0]
-        x = self.decode_images(rearrange(latents, "b c f h w -> (b f) c h w"))
-        return rearrange(x, "(b f) c h w -> b f c h w", b=b)
-
-
-class DiffusersAutoencoder(nn.Module):
+class DiffusersAutoencoder(VideoAutoencoder):
     """A frozen ``AutoencoderKL`` from a local folder (``from_pretrained(path)``, never a hub download)."""
 
     def __init__(self, pretrained: str, subfolder: str | None = None, chunk: int = 16, sample: bool = False):
@@ -66,18 +83,8 @@ class DiffusersAutoencoder(nn.Module):
     def decode_images(self, latents: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.vae.decode(z.float() / self.scaling).sample for z in latents.split(self.chunk)])
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        b = video.shape[0]
-        z = self.encode_images(rearrange(video, "b f c h w -> (b f) c h w"))
-        return rearrange(z, "(b f) c h w -> b c f h w", b=b)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        b = latents.shape[0]
-        x = self.decode_images(rearrange(latents, "b c f h w -> (b f) c h w"))
-        return rearrange(x, "(b f) c h w -> b f c h w", b=b)
-
-
-def build_autoencoder(kind: str = "patch", **kwargs) -> nn.Module:
+def build_autoencoder(kind: str = "patch", **kwargs) -> VideoAutoencoder:
     if kind == "patch":
         return PatchAutoencoder(**kwargs)
     if kind == "diffusers":

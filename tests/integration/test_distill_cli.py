@@ -2,12 +2,11 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from tests.conftest import run_module
 from tests.integration.test_teacher_cli import MICRO
 
 DISTILL_MICRO = [m for m in MICRO if not m.startswith("method.sampling")] + [
@@ -16,11 +15,7 @@ DISTILL_MICRO = [m for m in MICRO if not m.startswith("method.sampling")] + [
 ]
 
 
-def _run(args, cwd, ok=True):
-    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+_run = run_module
 
 
 @pytest.fixture(scope="module")

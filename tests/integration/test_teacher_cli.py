@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,6 +9,7 @@ from PIL import Image
 
 from dancelcm.data import layout
 from dancelcm.data.reader import read_frames
+from tests.conftest import run_module
 
 MICRO = [
     "model=animator_micro",
@@ -30,11 +29,7 @@ MICRO = [
 ]
 
 
-def _run(args, cwd, ok=True):
-    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+_run = run_module
 
 
 @pytest.fixture(scope="module")
