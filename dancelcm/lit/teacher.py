@@ -44,11 +44,16 @@ class TeacherModule(L.LightningModule):
         loss_weight_gamma: float | None = None,
         sampling: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = build_autoencoder(**autoencoder)
         self.animator = Animator(**model)
+        if init_from:  # continue from a bundle's weights (e.g. a shipped teacher) with a fresh optimizer
+            from dancelcm.models.bundle import load_bundle
+
+            self.animator.load_state_dict(load_bundle(init_from).animator.state_dict())
         self.ema = EMA(self.animator, ema_decay) if ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
         self.condition_dropout = dict(condition_dropout or {})
