@@ -56,8 +56,15 @@ def student_sampler(bundle, steps: int, seed: int = 0) -> SamplerSpec:
 
     net = bundle.animator.eval()
     segments = Segments(**bundle.meta["segments"])
+    face_size = bundle.meta.get("data", {}).get("face_size")
 
     def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
+        if face_size and "face" in batch and batch["face"].shape[-1] != face_size:
+            # the face crop at the size this student was trained with
+            face = torch.nn.functional.interpolate(
+                batch["face"], size=(face_size, face_size), mode="bilinear", antialias=True, align_corners=False
+            )
+            batch = {**batch, "face": face}
         cond = make_conditions(batch, bundle.autoencoder, net.condition_names)
         if steps <= segments.num_segments:
             z = consistency_sample(net, noise, bundle.schedule, segments, cond, steps)

@@ -49,16 +49,46 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def sweep_job_id() -> str:
+    """The folder name of a sweep job: the swept overrides (readable, e.g. ``method.face.enabled=true``),
+    plus a short hash of the job's other science overrides when there are any, so two sweeps with
+    different settings never share (and resume) each other's folders. Stable across re-launches.
+    Registered as the ``${sweep_job_id:}`` resolver used by ``hydra.sweep.subdir``."""
+    import hashlib
+
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    swept = {str(k).lstrip("+~") for k in (hc.sweeper.get("params") or {})}
+    exclude = set(hc.job.config.override_dirname.exclude_keys)
+    named, rest = [], []
+    for override in hc.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in swept:
+            named.append(override.lstrip("+~"))
+        elif key not in exclude and override.split("=", 1)[0] not in exclude:
+            rest.append(override)
+    job_id = ",".join(sorted(named)) or "job"
+    if rest:
+        job_id += "__" + hashlib.sha1(",".join(sorted(rest)).encode()).hexdigest()[:8]
+    return job_id
+
+
+OmegaConf.register_new_resolver("sweep_job_id", sweep_job_id, replace=True)
+
+
 def run_identity(cfg: DictConfig) -> tuple[str, str]:
-    """(W&B group, run name): the ablation (or experiment) and, in a sweep, the job's overrides."""
-    override_dirname = ""
+    """(W&B group, run name): the ablation (or experiment) and, in a sweep, the job's id."""
+    name = str(cfg.name)
     try:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-        override_dirname = HydraConfig.get().job.override_dirname
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            name = sweep_job_id()
     except Exception:  # not inside a Hydra app (tests composing configs)
         pass
-    return str(cfg.get("ablation") or cfg.name), override_dirname or str(cfg.name)
+    return str(cfg.get("ablation") or cfg.name), name
 
 
 def stable_run_id(run_dir: Path) -> str:
