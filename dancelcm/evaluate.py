@@ -113,9 +113,10 @@ def evaluate(
 
     from dancelcm.metrics.features import frame_features, frechet_distance
 
-    results: dict[str, dict] = {s.name: {"nfe": s.nfe, "seconds": 0.0, "clips": 0, "per_clip": {}} for s in samplers}
+    results: dict[str, dict] = {
+        s.name: {"nfe": s.nfe, "seconds": 0.0, "clips": 0, "per_clip": {}, "video_ids": []} for s in samplers
+    }
     feats: dict[str, list[torch.Tensor]] = {s.name: [] for s in samplers} | {"__real__": []}
-    rows = []
     seen = 0
     total = min(len(loader.dataset), max_clips or len(loader.dataset))
     bar = tqdm(total=total * len(samplers), desc="evaluating", unit="clip")
@@ -148,10 +149,7 @@ def evaluate(
                 r["per_clip"].setdefault(k, []).extend(v.cpu().tolist())
             if feature_net is not None:
                 feats[s.name].append(frame_features(feature_net, video.cpu()))
-            for i in range(b):
-                rows.append(
-                    {"sampler": s.name, "video_id": batch["video_id"][i], "clip_index": int(batch["clip_index"][i])}
-                )
+            r["video_ids"].extend(batch["video_id"])
             bar.update(b)
     bar.close()
     summary = {}
@@ -169,7 +167,11 @@ def evaluate(
         if feature_net is not None:
             entry["fd"] = frechet_distance(torch.cat(feats[s.name]), torch.cat(feats["__real__"]))
         summary[s.name] = entry
-    return {"samplers": summary, "per_clip": {s.name: results[s.name]["per_clip"] for s in samplers}}
+    return {
+        "samplers": summary,
+        "per_clip": {s.name: results[s.name]["per_clip"] for s in samplers},
+        "video_ids": {s.name: results[s.name]["video_ids"] for s in samplers},
+    }
 
 
 TABLE_COLUMNS = (
@@ -220,11 +222,14 @@ def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:
     (out_dir / "table.md").write_text((header + "\n\n" if header else "") + table + "\n")
     with open(out_dir / "per_clip.csv", "w") as f:
         keys = sorted({k for v in result["per_clip"].values() for k in v})
-        f.write("sampler,clip," + ",".join(keys) + "\n")
+        f.write("sampler,clip,video_id," + ",".join(keys) + "\n")
         for name, per in result["per_clip"].items():
+            ids = result.get("video_ids", {}).get(name, [])
             n = len(next(iter(per.values())))
             for i in range(n):
-                f.write(f'"{name}",{i},' + ",".join(f"{per[k][i]:.5f}" if k in per else "" for k in keys) + "\n")
+                vid = ids[i] if i < len(ids) else ""
+                values = ",".join(f"{per[k][i]:.5f}" if k in per else "" for k in keys)
+                f.write(f'"{name}",{i},{vid},{values}\n')
 
 
 def main() -> None:

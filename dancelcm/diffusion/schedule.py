@@ -113,10 +113,6 @@ class NoiseSchedule:
             return eps
         return x0
 
-    def to(self, device: torch.device | str) -> NoiseSchedule:
-        """Tables stay on the CPU (they are indexed there); returned for API symmetry."""
-        return self
-
 
 def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> list[int]:
     """Descending DDIM timesteps with diffusers' ``trailing`` spacing (the first one is T - 1).

@@ -167,5 +167,7 @@ def test_evaluate_writes_the_table(trained, synthetic_root, tmp_path):
     row = metrics["teacher DDIM-2 CFG 2"]
     assert row["nfe"] == 4 and row["clips"] == 2 and row["psnr"]["n"] == 2 and row["fd"] >= 0
     assert metrics["copy reference frame"]["nfe"] == 0
+    per_clip = (out / "per_clip.csv").read_text().splitlines()
+    assert per_clip[0].startswith("sampler,clip,video_id,") and len(per_clip) == 1 + 2 * len(metrics)
     table = (out / "table.md").read_text()
     assert "teacher DDIM-1 CFG 2" in table and "Command: `python -m dancelcm.evaluate" in table
