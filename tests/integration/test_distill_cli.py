@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import run_module
-from tests.integration.test_teacher_cli import MICRO
+from tests.integration.conftest import MICRO
 
 DISTILL_MICRO = [m for m in MICRO if not m.startswith("method.sampling")] + [
     "method.validation.teacher_steps=2",
@@ -16,23 +16,6 @@ DISTILL_MICRO = [m for m in MICRO if not m.startswith("method.sampling")] + [
 
 
 _run = run_module
-
-
-@pytest.fixture(scope="module")
-def micro_teacher(synthetic_root, tmp_path_factory):
-    run = tmp_path_factory.mktemp("teacher") / "run"
-    _run(
-        [
-            "dancelcm.train",
-            "+experiment=synthetic_teacher",
-            f"data.root={synthetic_root}",
-            f"hydra.run.dir={run}",
-            *MICRO,
-            "trainer.max_steps=2",
-        ],
-        run.parent,
-    )
-    return run / "export"
 
 
 @pytest.mark.parametrize("experiment", ["synthetic_k4", "synthetic_lcm"])

@@ -1,0 +1,45 @@
+"""Shared fixtures of the CLI integration tests: one micro teacher, trained then resumed, per session."""
+
+import pytest
+
+from tests.conftest import run_module
+
+MICRO = [
+    "model=animator_micro",
+    "data.resolution=32",
+    "data.num_frames=4",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.val_batch_size=2",
+    "trainer.limit_val_batches=1",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.checkpoint_every_n_steps=2",
+    "callbacks.export_every_n_steps=2",
+    "callbacks.sample_videos.num_clips=2",
+    "method.sampling.steps=2",
+    "trainer.enable_progress_bar=false",
+]
+
+_run = run_module
+
+
+@pytest.fixture(scope="session")
+def trained(synthetic_root, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("teacher") / "run"
+    base = [
+        "dancelcm.train",
+        "+experiment=synthetic_teacher",
+        f"data.root={synthetic_root}",
+        f"hydra.run.dir={run_dir}",
+        *MICRO,
+    ]
+    first = _run([*base, "trainer.max_steps=2"], run_dir.parent)
+    resumed = _run([*base, "trainer.max_steps=4", "ckpt_path=auto"], run_dir.parent)
+    return run_dir, first, resumed
+
+
+@pytest.fixture(scope="session")
+def micro_teacher(trained):
+    """The micro teacher's exported bundle (what a distillation loads)."""
+    return trained[0] / "export"
