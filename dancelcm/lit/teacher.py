@@ -54,7 +54,7 @@ class TeacherModule(L.LightningModule):
             from dancelcm.models.bundle import load_bundle
 
             self.animator.load_state_dict(load_bundle(init_from).animator.state_dict())
-        self.ema = EMA(self.animator, ema_decay) if ema_decay > 0 else None
+        self.ema = EMA(self.animator, ema_decay, warmup=True) if ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
         self.condition_dropout = dict(condition_dropout or {})
         unknown = set(self.condition_dropout) - set(self.animator.condition_names)

@@ -11,21 +11,26 @@ from torch import nn
 class EMA(nn.Module):
     """``shadow <- decay * shadow + (1 - decay) * online`` after each real optimizer step.
 
+    With ``warmup`` the decay is ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (diffusers'
+    ``EMAModel`` warm-up), so an early shadow is not mostly the initial weights (0.999 ** 500 = 61 %).
     The shadow copy is a frozen fp32 module (a half-precision EMA stops moving once the update falls
     below its resolution). It is a submodule, so it is saved and restored with the checkpoint.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = False):
         super().__init__()
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay={decay} must be in [0, 1)")
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
         self.shadow = copy.deepcopy(model).float().eval().requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def update(self, model: nn.Module, decay: float | None = None) -> None:
         d = self.decay if decay is None else decay
+        if self.warmup:
+            n = float(self.num_updates)
+            d = min(d, (1 + n) / (10 + n))
         online = [p.detach().float() for p in model.parameters()]
         shadow = list(self.shadow.parameters())
         if len(online) != len(shadow):

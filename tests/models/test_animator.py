@@ -158,6 +158,21 @@ def test_ema_moves_toward_the_online_weights_in_fp32():
     assert ema.shadow.weight.dtype == torch.float32 and not ema.shadow.weight.requires_grad
 
 
+def test_ema_warmup_follows_early_weights_then_reaches_its_decay():
+    online = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(online, decay=0.999, warmup=True)
+    with torch.no_grad():
+        online.weight.fill_(1.0)
+        ema.shadow.weight.fill_(0.0)
+    ema.update(online)  # n = 0: decay min(0.999, 1/10) = 0.1
+    torch.testing.assert_close(ema.shadow.weight, torch.tensor([[0.9]]))
+    for _ in range(20000):
+        ema.num_updates += 1
+    ema.shadow.weight.fill_(0.0)
+    ema.update(online)  # n = 20001: (1 + n) / (10 + n) > 0.999, so the decay is 0.999
+    torch.testing.assert_close(ema.shadow.weight, torch.tensor([[0.001]]))
+
+
 def test_face_injection_starts_identical_to_the_teacher_and_round_trips(tmp_path):
     teacher = tiny_animator().eval()
     student = tiny_animator(face={"face_latent_size": 2}).eval()
