@@ -143,7 +143,7 @@ def evaluate(
             metrics = clip_metrics(video, batch)
             if s.name == reference:
                 ref_video = video
-            if ref_video is not None:
+            elif ref_video is not None:  # the reference itself would score infinity
                 metrics["psnr_vs_teacher"] = psnr(video, ref_video)
             for k, v in metrics.items():
                 r["per_clip"].setdefault(k, []).extend(v.cpu().tolist())
@@ -202,11 +202,13 @@ def markdown_table(summary: dict, columns=TABLE_COLUMNS) -> str:
             if x is None:
                 cells.append("")
             elif isinstance(x, dict):
-                cells.append(
-                    f"{x['mean']:.3f} ± {x['std']:.3f}"
-                    if k.startswith(("ssim", "sharp"))
-                    else f"{x['mean']:.2f} ± {x['std']:.2f}"
-                )
+                fmt = ".3f" if k.startswith(("ssim", "sharp")) else ".2f"
+                if math.isnan(x["mean"]):
+                    cells.append("–")  # the region never occurs in these clips
+                elif math.isnan(x["std"]):
+                    cells.append(f"{x['mean']:{fmt}} (1 clip)")
+                else:
+                    cells.append(f"{x['mean']:{fmt}} ± {x['std']:{fmt}}")
             elif isinstance(x, float):
                 cells.append(f"{x:.3f}" if k == "seconds_per_clip" else f"{x:.2f}")
             else:

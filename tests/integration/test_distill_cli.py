@@ -146,6 +146,7 @@ def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(micro_t
         "DanceLCM 8-step",
     }
     assert metrics["DanceLCM 4-step"]["nfe"] == 4
-    # the teacher row is its own reference: PSNR vs itself is the clip-level maximum (1e-10 floor -> 100 dB)
-    assert metrics["teacher DDIM-2 CFG 2"]["psnr_vs_teacher"]["mean"] == pytest.approx(100.0)
-    assert metrics["DanceLCM 4-step"]["psnr_vs_teacher"]["mean"] < 100.0
+    # the teacher row is the reference: no PSNR against itself; every student row has a finite one
+    assert "psnr_vs_teacher" not in metrics["teacher DDIM-2 CFG 2"]
+    for k in (1, 2, 4, 8):
+        assert 5.0 < metrics[f"DanceLCM {k}-step"]["psnr_vs_teacher"]["mean"] < 100.0
