@@ -2,13 +2,16 @@
 
 Composes the config, builds the datamodule and the LightningModule, and runs ``Trainer.fit`` with a
 run folder ``${paths.output_dir}/${name}`` (checkpoints, CSV metrics, sample videos, exports).
-``ckpt_path=auto`` resumes from that folder's ``checkpoints/last.ckpt``.
+``ckpt_path=auto`` resumes from that folder's ``checkpoints/last.ckpt`` exactly (weights, EMA, optimizer,
+LR schedule, step, data position; the training noise is a function of seed and step). SIGTERM / SIGUSR1
+write ``last.ckpt`` after the running step and exit with 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import hydra
@@ -114,8 +117,10 @@ def flat_config(cfg: DictConfig) -> dict:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+    from dancelcm.callbacks.preemption import Preemption
     from dancelcm.callbacks.samples import ExportBundle, SampleVideos
 
     c = cfg.callbacks
@@ -129,11 +134,14 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
             auto_insert_metric_name=False,
         ),
         LearningRateMonitor(logging_interval="step"),
+        Preemption(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if c.get("sample_videos"):
         callbacks.append(SampleVideos(**c.sample_videos))
     if c.get("export_every_n_steps") is not None:
         callbacks.append(ExportBundle(every_n_steps=c.export_every_n_steps))
+    for extra in c.get("extra") or []:  # user callbacks: {_target_: module.Class, ...}
+        callbacks.append(instantiate(extra))
     return callbacks
 
 
@@ -153,7 +161,9 @@ def run(cfg: DictConfig, run_dir: Path):
         callbacks=build_callbacks(cfg, run_dir),
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg.ckpt_path, run_dir))
+    # The data position is restored by the datamodule (state_dict), not by a stateful DataLoader.
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg.ckpt_path, run_dir), weights_only=True)
     return trainer, module
 
 
@@ -161,7 +171,12 @@ def run(cfg: DictConfig, run_dir: Path):
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    from dancelcm.callbacks.preemption import Preemption
+
+    trainer, _ = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    preempted = next((c for c in trainer.callbacks if isinstance(c, Preemption) and c.received), None)
+    if preempted is not None:
+        raise SystemExit(preempted.exit_code)
 
 
 if __name__ == "__main__":

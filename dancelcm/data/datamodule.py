@@ -58,6 +58,7 @@ class PoseVideoDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.decoded_cache_mb = decoded_cache_mb
         self.synthesize = dict(synthesize) if synthesize else None
+        self._resume_position: tuple[int, int] | None = None
         self.reports: dict[str, ScanReport] = {}
         self.train_dataset: TripletDataset | None = None
         self.val_dataset: TripletDataset | None = None
@@ -112,7 +113,26 @@ class PoseVideoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             self.setup("fit")
-        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+        loader = self._loader(self.train_dataset, self.batch_size, shuffle=True)
+        if self._resume_position is not None:
+            epoch, batches = self._resume_position
+            loader.sampler.resume(epoch, batches * self.batch_size)
+            log.info("resuming the training data at epoch %d, batch %d", epoch, batches)
+            self._resume_position = None
+        return loader
+
+    # -- exact resume: Lightning saves this in checkpoints and restores it before building the loaders ----
+    def state_dict(self) -> dict:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        # batches of the current epoch whose optimizer step is done (checkpoints are written after it)
+        batches = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return {"epoch": int(trainer.current_epoch), "batches": batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self._resume_position = (int(state["epoch"]), int(state["batches"]))
 
     def val_dataloader(self) -> DataLoader:
         if self.val_dataset is None:

@@ -360,6 +360,9 @@ class ClipSampler(DistributedSampler):
     ``set_epoch`` each epoch; it also works without ``torch.distributed`` (one replica). When the
     number of clips does not divide by the world size, the last ranks repeat a few clips so every rank
     runs the same number of steps (DDP would hang otherwise); ``padding`` says how many.
+
+    ``resume(epoch, done)`` makes the next pass over ``epoch`` skip its first ``done`` keys (exact
+    mid-epoch resume: the skipped clips are not decoded); later passes are whole.
     """
 
     def __init__(
@@ -385,6 +388,10 @@ class ClipSampler(DistributedSampler):
         self.num_samples = -(-len(dataset) // num_replicas)
         self.total_size = self.num_samples * num_replicas
         self.padding = self.total_size - len(dataset)
+        self._resume: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, done: int) -> None:
+        self._resume = (int(epoch), int(done))
 
     def __iter__(self):
         n = len(self.dataset)
@@ -395,7 +402,11 @@ class ClipSampler(DistributedSampler):
             order = list(range(n))
         if self.padding:
             order = (order * (self.total_size // n + 1))[: self.total_size]
-        return iter([(i, self.epoch) for i in order[self.rank : self.total_size : self.num_replicas]])
+        keys = [(i, self.epoch) for i in order[self.rank : self.total_size : self.num_replicas]]
+        if self._resume is not None and self._resume[0] == self.epoch:
+            keys = keys[self._resume[1] :]
+            self._resume = None
+        return iter(keys)
 
     def __len__(self) -> int:
         return self.num_samples

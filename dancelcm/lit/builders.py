@@ -50,6 +50,7 @@ def build_module(cfg: DictConfig):
             autoencoder=model["autoencoder"],
             scheduler=model["scheduler"],
             data=data_geometry(data),
+            seed=int(cfg.seed),
             **method,
         )
     if kind == "distill":
@@ -64,5 +65,5 @@ def build_module(cfg: DictConfig):
             method["condition_dropout"] = {
                 k: v for k, v in (method.get("condition_dropout") or {}).items() if k != "face"
             }
-        return DistillModule(face=face, data=data_geometry(data), **method)
+        return DistillModule(face=face, data=data_geometry(data), seed=int(cfg.seed), **method)
     raise ValueError(f"method.kind={kind!r}: unknown (available: teacher, distill)")

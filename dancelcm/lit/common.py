@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def make_conditions(batch: dict, autoencoder, names: list[str]) -> dict:
@@ -43,10 +46,64 @@ def random_condition_dropout(cond: dict, probs: dict[str, float], generator: tor
     return out
 
 
-def sample_timesteps(batch: int, num_train_timesteps: int, power: float = 1.0, device=None) -> torch.Tensor:
+def sample_timesteps(
+    batch: int, num_train_timesteps: int, power: float = 1.0, device=None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``t = floor(T u^power)``: power > 1 draws more low-noise timesteps (which learn last)."""
-    u = torch.rand(batch, device=device)
-    return (num_train_timesteps * u.pow(power)).long().clamp_(0, num_train_timesteps - 1)
+    u = torch.rand(batch, generator=generator)
+    return (num_train_timesteps * u.pow(power)).long().clamp_(0, num_train_timesteps - 1).to(device)
+
+
+def step_generator(seed: int, batch_number: int, rank: int = 0) -> torch.Generator:
+    """The randomness of one training batch (noise, timesteps, condition dropout) as a function of
+    ``(seed, batch number, rank)`` only. A resumed run draws exactly what the uninterrupted run drew,
+    without any RNG state in the checkpoint, and DDP ranks draw independent noise. (A CPU generator:
+    the draws are moved to the device; for video latents that is a few MB per step.)"""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(batch_number)) * 8191 + int(rank))
+
+
+def batch_number(module) -> int:
+    """The running count of training batches (restored with the loops on resume); 0 outside a trainer."""
+    trainer = getattr(module, "_trainer", None)
+    return int(trainer.fit_loop.total_batch_idx) if trainer is not None else 0
+
+
+class NonFinite:
+    """What to do with a non-finite loss or gradient norm: ``raise`` (stop with a diagnostic) or ``skip``
+    (no update for that batch; stop after ``max_consecutive`` in a row). A stop never writes a checkpoint,
+    so the last good ``last.ckpt`` stays as it was; a skipped batch changes no weight. Under DDP the
+    decision is taken jointly (one rank skipping alone would hang the gradient all-reduce)."""
+
+    def __init__(self, policy: str = "raise", max_consecutive: int = 10):
+        if policy not in ("raise", "skip"):
+            raise ValueError(f"method.nonfinite={policy!r}: choose 'raise' or 'skip'")
+        self.policy, self.max_consecutive = policy, max_consecutive
+        self.skipped = 0
+        self.consecutive = 0
+
+    def check(self, module, value: torch.Tensor, what: str, details=None) -> bool:
+        """True when ``value`` is finite on every rank; otherwise logs and returns False (skip) or raises."""
+        bad = not bool(torch.isfinite(value).all())
+        trainer = getattr(module, "_trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            self.consecutive = 0
+            return True
+        self.skipped += 1
+        self.consecutive += 1
+        extra = details() if callable(details) else (details or "")
+        value = value.detach().float().cpu().flatten()[:4].tolist()
+        msg = f"non-finite {what} at step {module.global_step} (value {value}){extra}"
+        if self.policy == "raise" or self.consecutive > self.max_consecutive:
+            why = "" if self.policy == "raise" else f" ({self.consecutive} batches in a row)"
+            raise FloatingPointError(
+                f"{msg}{why}. Training stopped; the last checkpoint is the last good state. Lower the learning "
+                "rate, check the data, or set method.nonfinite=skip to skip such batches."
+            )
+        log.warning("%s: batch skipped (%d so far)", msg, self.skipped)
+        module.log("train/nonfinite_skipped", float(self.skipped))
+        return False
 
 
 def warmup_constant(warmup_steps: int):

@@ -20,7 +20,15 @@ from dancelcm.diffusion import Segments
 from dancelcm.diffusion.samplers import ddim_sample
 from dancelcm.distill.consistency import LossWeights, consistency_sample, consistency_targets, distillation_loss
 from dancelcm.distill.losses import motion_mask_latent, motion_weight
-from dancelcm.lit.common import make_conditions, random_condition_dropout, warmup_constant, with_dropped
+from dancelcm.lit.common import (
+    NonFinite,
+    batch_number,
+    make_conditions,
+    random_condition_dropout,
+    step_generator,
+    warmup_constant,
+    with_dropped,
+)
 from dancelcm.models.animator import Animator
 from dancelcm.models.bundle import load_bundle
 from dancelcm.models.ema import EMA
@@ -89,9 +97,12 @@ class DistillModule(L.LightningModule):
         curriculum: list[list[int]] | None = None,
         validation: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        seed: int = 0,
+        nonfinite: str = "raise",
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.nonfinite = NonFinite(nonfinite)
         try:
             bundle = load_bundle(teacher, make_command=TEACHER_COMMAND)
         except FileNotFoundError as e:
@@ -185,13 +196,20 @@ class DistillModule(L.LightningModule):
     # -- training --------------------------------------------------------------------------------------
     @torch.no_grad()
     def make_targets(
-        self, batch: dict, x0: torch.Tensor, seg: Segments, n: torch.Tensor, eps: torch.Tensor, train: bool
+        self,
+        batch: dict,
+        x0: torch.Tensor,
+        seg: Segments,
+        n: torch.Tensor,
+        eps: torch.Tensor,
+        train: bool,
+        generator: torch.Generator | None = None,
     ):
         """Student conditions (with condition dropout in training) and the no-grad consistency targets."""
         t_cond = self.conditions(batch, self.teacher.condition_names)
         s_cond = self.conditions(batch, self.student.animator.condition_names)
         if train:
-            s_cond = random_condition_dropout(s_cond, self.condition_dropout)
+            s_cond = random_condition_dropout(s_cond, self.condition_dropout, generator)
         uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
         with self._autocast():
             targets = consistency_targets(
@@ -209,12 +227,14 @@ class DistillModule(L.LightningModule):
             )
         return s_cond, targets
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         seg = self.segments
+        g = step_generator(self.hparams.seed, batch_number(self), self.global_rank)
         with torch.no_grad():
             x0 = self.autoencoder.encode(batch["video"])
-            n = seg.sample_grid_indices(x0.shape[0]).to(x0.device)
-            s_cond, targets = self.make_targets(batch, x0, seg, n, torch.randn_like(x0), train=True)
+            n = seg.sample_grid_indices(x0.shape[0], g).to(x0.device)
+            eps = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
+            s_cond, targets = self.make_targets(batch, x0, seg, n, eps, train=True, generator=g)
             weight = None
             mask = None
             if self.loss_cfg["motion_weight"] > 0:
@@ -223,8 +243,13 @@ class DistillModule(L.LightningModule):
         self.student.return_aux = self.weights.aux > 0
         out = distillation_loss(self.student, targets, self.schedule, x0, s_cond, self.weights, weight)
         self.student.return_aux = False
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"non-finite distillation loss {out.loss.item()} at step {self.global_step}")
+
+        def details() -> str:  # only formatted when something is wrong (no device sync per step)
+            aux = None if out.loss_aux is None else out.loss_aux.item()
+            return f" (CD {out.loss_cd.item()}, aux {aux}, grid indices {n.tolist()}, videos {batch.get('video_id')})"
+
+        if not self.nonfinite.check(self, out.loss, "distillation loss", details):
+            return None
         b = x0.shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
         self.log("train/loss_cd", out.loss_cd, batch_size=b)
@@ -242,7 +267,11 @@ class DistillModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         norms = [p.grad.detach().norm() for p in self.student.parameters() if p.grad is not None]
         if norms:
-            self.log("train/grad_norm", torch.stack(norms).norm())
+            total = torch.stack(norms).norm()
+            if not self.nonfinite.check(self, total, "gradient norm"):
+                optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without a gradient untouched
+                return
+            self.log("train/grad_norm", total)
 
     def on_before_zero_grad(self, optimizer) -> None:
         # called right after each real optimizer step (also under gradient accumulation)

@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from dancelcm.diffusion import NoiseSchedule
 from dancelcm.diffusion.samplers import ddim_sample
 from dancelcm.lit.common import (
+    NonFinite,
+    batch_number,
     make_conditions,
     random_condition_dropout,
     sample_timesteps,
+    step_generator,
     warmup_constant,
     with_dropped,
 )
@@ -45,9 +48,12 @@ class TeacherModule(L.LightningModule):
         sampling: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         init_from: str | None = None,
+        seed: int = 0,
+        nonfinite: str = "raise",
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.nonfinite = NonFinite(nonfinite)
         self.autoencoder = build_autoencoder(**autoencoder)
         self.animator = Animator(**model)
         if init_from:  # continue from a bundle's weights (e.g. a shipped teacher) with a fresh optimizer
@@ -84,16 +90,28 @@ class TeacherModule(L.LightningModule):
         return (w * (x0_pred - z0.float()).square().flatten(1).mean(1)).mean() / gamma
 
     # -- Lightning -------------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        g = step_generator(self.hparams.seed, batch_number(self), self.global_rank)
         with torch.no_grad():
             z0 = self.autoencoder.encode(batch["video"])
-            cond = random_condition_dropout(self.conditions(batch), self.condition_dropout)
-        t = sample_timesteps(z0.shape[0], self.schedule.num_train_timesteps, self.hparams.timestep_power, z0.device)
-        loss = self.diffusion_loss(self.animator, z0, cond, t, torch.randn_like(z0))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+            cond = random_condition_dropout(self.conditions(batch), self.condition_dropout, g)
+        power = self.hparams.timestep_power
+        t = sample_timesteps(z0.shape[0], self.schedule.num_train_timesteps, power, z0.device, g)
+        eps = torch.randn(z0.shape, generator=g).to(z0.device, z0.dtype)
+        loss = self.diffusion_loss(self.animator, z0, cond, t, eps)
+
+        def details() -> str:  # only formatted when something is wrong (no device sync per step)
+            return f" (timesteps {t.tolist()}, videos {batch.get('video_id')})"
+
+        if not self.nonfinite.check(self, loss, "training loss", details):
+            return None
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for p in self.animator.parameters() if p.grad is not None]
+        if grads and not self.nonfinite.check(self, torch.stack([g.norm() for g in grads]).norm(), "gradient norm"):
+            optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without a gradient untouched
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:

@@ -132,6 +132,40 @@ def test_uneven_shards_are_padded_so_ranks_stay_in_step(synthetic_root):
     assert set(keys) == set(range(7)) and len(keys) == 8
 
 
+def test_sampler_resume_skips_the_consumed_keys_of_that_epoch_only():
+    data = list(range(10))
+    sampler = ClipSampler(data, shuffle=True, seed=3)
+    sampler.set_epoch(2)
+    whole = list(sampler)
+    sampler.resume(2, 4)
+    assert list(sampler) == whole[4:]  # the pass that resumes
+    assert list(sampler) == whole  # the next pass of the same epoch is whole again
+    sampler.resume(5, 4)  # a position in another epoch does not touch this one
+    assert list(sampler) == whole
+    sampler.set_epoch(5)
+    assert len(list(sampler)) == 6
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    """A write interrupted before it completes (simulated at the final rename) leaves the previous file."""
+    from fsspec.implementations.local import LocalFileOpener
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    io = TorchCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)
+
+    def crash(self):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(LocalFileOpener, "commit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["global_step"] == 1 and torch.equal(ckpt["w"], torch.ones(3))
+
+
 def test_validation_clips_are_fixed(synthetic_root):
     dm = _dm(synthetic_root, val_clips_per_video=3)
     dm.setup("validate")

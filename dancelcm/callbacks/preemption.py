@@ -1,0 +1,68 @@
+"""Preemption: SIGTERM / SIGUSR1 write ``last.ckpt`` at the next batch boundary, then the run stops.
+
+Clusters announce the end of a job with a signal (SLURM: ``--signal=USR1@90`` or SIGTERM before the kill;
+cloud spot instances: SIGTERM). The handler only sets a flag; the checkpoint is written by the training
+loop after the running optimizer step, so it is a consistent state (weights, EMA target, optimizer,
+LR schedule, loop counters and the data position) and resuming with ``ckpt_path=auto`` continues exactly.
+Under DDP the ranks agree on the flag each step (one all-reduce of a boolean), so they stop together
+and rank 0 writes the file. Writes are atomic (Lightning saves through an fsspec transaction: a temporary
+file renamed into place), so a kill during the write leaves the previous ``last.ckpt`` intact.
+
+``dancelcm.callbacks.faults`` has fault injectors to check all this (the tests use them).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class Preemption(L.Callback):
+    def __init__(self, checkpoint_path: str | Path, signals: tuple[str, ...] = SIGNALS):
+        self.path = Path(checkpoint_path)
+        self.signals = [getattr(signal, s) for s in signals if hasattr(signal, s)]
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.received is None:
+            log.warning("received %s: saving a checkpoint after the current step", signal.Signals(signum).name)
+        self.received = signum
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Installed after Lightning's own handlers (which would stop without saving) and in place of them.
+        for s in self.signals:
+            self._previous[s] = signal.signal(s, self._handler)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stop = self.received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        trainer.save_checkpoint(str(self.path))
+        trainer.should_stop = True
+        if self.received is None:  # another rank got the signal
+            self.received = signal.SIGTERM
+        log.warning(
+            "preempted: checkpoint at step %d written to %s; resume with ckpt_path=auto",
+            trainer.global_step,
+            self.path,
+        )
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous = {}
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number when preempted (the shell convention for 'ended by a signal'), else 0."""
+        return 128 + int(self.received) if self.received is not None else 0
