@@ -8,7 +8,7 @@ Under DDP the ranks agree on the flag each step (one all-reduce of a boolean), s
 and rank 0 writes the file. Writes are atomic (Lightning saves through an fsspec transaction: a temporary
 file renamed into place), so a kill during the write leaves the previous ``last.ckpt`` intact.
 
-``dancelcm.callbacks.faults`` has fault injectors to check all this (the tests use them).
+``dancelcm.callbacks.diagnostics`` has fault injectors to check all this (the tests use them).
 """
 
 from __future__ import annotations

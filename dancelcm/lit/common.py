@@ -34,38 +34,64 @@ def with_dropped(cond: dict, names: list[str] | tuple[str, ...], mask: torch.Ten
     return {**cond, "drop": drop}
 
 
-def random_condition_dropout(cond: dict, probs: dict[str, float], generator: torch.Generator | None = None) -> dict:
-    """Drop each condition independently with its probability (so CFG has an unconditional model)."""
+def random_condition_dropout(cond: dict, probs: dict[str, float], generator=None) -> dict:
+    """Drop each condition independently with its probability (so CFG has an unconditional model).
+    ``generator``: a ``torch.Generator``, a :class:`BatchRandom`, or None (the global RNG)."""
     out = cond
     b = next(v for v in cond.values() if torch.is_tensor(v)).shape[0]
     device = next(v for v in cond.values() if torch.is_tensor(v)).device
     for name, p in probs.items():
         if p > 0:
-            mask = (torch.rand(b, generator=generator) < p).to(device)
+            mask = (_uniform(b, generator) < p).to(device)
             out = with_dropped(out, [name], mask)
     return out
 
 
-def sample_timesteps(
-    batch: int, num_train_timesteps: int, power: float = 1.0, device=None, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def sample_timesteps(batch: int, num_train_timesteps: int, power: float = 1.0, device=None, generator=None):
     """``t = floor(T u^power)``: power > 1 draws more low-noise timesteps (which learn last)."""
-    u = torch.rand(batch, generator=generator)
+    u = _uniform(batch, generator)
     return (num_train_timesteps * u.pow(power)).long().clamp_(0, num_train_timesteps - 1).to(device)
 
 
-def step_generator(seed: int, batch_number: int, rank: int = 0) -> torch.Generator:
-    """The randomness of one training batch (noise, timesteps, condition dropout) as a function of
-    ``(seed, batch number, rank)`` only. A resumed run draws exactly what the uninterrupted run drew,
-    without any RNG state in the checkpoint, and DDP ranks draw independent noise. (A CPU generator:
-    the draws are moved to the device; for video latents that is a few MB per step.)"""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(batch_number)) * 8191 + int(rank))
+def _uniform(batch: int, generator) -> torch.Tensor:
+    if isinstance(generator, BatchRandom):
+        return generator.rand()
+    return torch.rand(batch, generator=generator)
 
 
-def batch_number(module) -> int:
-    """The running count of training batches (restored with the loops on resume); 0 outside a trainer."""
+class BatchRandom:
+    """The randomness of one training batch (noise, timesteps, grid points, condition dropout), drawn per
+    sample from a generator keyed by ``(seed, batch number, position of the sample in the global batch)``.
+
+    - exact resume: a resumed run draws what the uninterrupted run drew (no RNG state in checkpoints);
+    - DDP: rank ``r`` of ``W`` holds global positions ``W * i + r`` (the ``DistributedSampler``
+      interleaving), so a global batch split over ranks draws what one process with the whole batch
+      draws, and the losses match.
+
+    Draws happen on the CPU and are moved to the device (a few MB per step for video latents).
+    """
+
+    def __init__(self, seed: int, batch_number: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        base = (int(seed) * 1_000_003 + int(batch_number)) * 1_000_033
+        self.generators = [torch.Generator().manual_seed(base + world_size * i + rank) for i in range(batch_size)]
+
+    def rand(self) -> torch.Tensor:
+        return torch.cat([torch.rand(1, generator=g) for g in self.generators])
+
+    def randint(self, high: int) -> torch.Tensor:
+        return torch.cat([torch.randint(0, high, (1,), generator=g) for g in self.generators])
+
+    def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """(B, *shape[1:]): one standard normal draw per sample (``shape[0]`` is the batch)."""
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in self.generators])
+
+
+def batch_random(module, batch_size: int) -> BatchRandom:
+    """The :class:`BatchRandom` of a LightningModule's current training batch."""
     trainer = getattr(module, "_trainer", None)
-    return int(trainer.fit_loop.total_batch_idx) if trainer is not None else 0
+    number = int(trainer.fit_loop.total_batch_idx) if trainer is not None else 0
+    world = trainer.world_size if trainer is not None else 1
+    return BatchRandom(module.hparams.get("seed", 0), number, batch_size, module.global_rank, world)
 
 
 class NonFinite:

@@ -2,13 +2,13 @@
 
 Step order: everything without grad first (the teacher's CFG ODE step and the target), then the
 student's forward and backward, so their activations never coexist. The teacher and the target run
-under an explicit autocast dtype (``teacher_dtype``; float32 by default on CPU, bf16 on GPUs); the EMA
-weights stay float32. The teacher is rebuilt from its bundle folder and never saved in checkpoints.
+under an explicit autocast dtype (``teacher_dtype``: ``auto`` = bf16 under a bf16-mixed trainer, else
+float32); the EMA weights and the solver arithmetic stay float32. The teacher is rebuilt from its bundle
+folder and never saved in checkpoints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Any
 
@@ -22,10 +22,9 @@ from dancelcm.distill.consistency import LossWeights, consistency_sample, consis
 from dancelcm.distill.losses import motion_mask_latent, motion_weight
 from dancelcm.lit.common import (
     NonFinite,
-    batch_number,
+    batch_random,
     make_conditions,
     random_condition_dropout,
-    step_generator,
     warmup_constant,
     with_dropped,
 )
@@ -93,7 +92,7 @@ class DistillModule(L.LightningModule):
         lr: float = 5e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
-        teacher_dtype: str = "float32",
+        teacher_dtype: str = "auto",
         curriculum: list[list[int]] | None = None,
         validation: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
@@ -153,8 +152,10 @@ class DistillModule(L.LightningModule):
         self._segments = Segments(**segments)
         self.validation = {"student_steps": [1, 2, 4], "teacher_steps": 50, "num_clips": 4, **(validation or {})}
         self._teacher_samples: dict | None = None
-        if teacher_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"teacher_dtype={teacher_dtype!r}: choose float32 or bfloat16 (never an implicit fp16)")
+        if teacher_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(
+                f"teacher_dtype={teacher_dtype!r}: choose auto, float32 or bfloat16 (never an implicit fp16)"
+            )
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -185,10 +186,20 @@ class DistillModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.teacher.to(self.device)
 
+    @property
+    def teacher_dtype(self) -> torch.dtype:
+        """``auto``: bfloat16 under a bf16 trainer precision, else float32."""
+        name = self.hparams.teacher_dtype
+        if name == "auto":
+            trainer = getattr(self, "_trainer", None)
+            name = "bfloat16" if trainer is not None and str(trainer.precision).startswith("bf16") else "float32"
+        return getattr(torch, name)
+
     def _autocast(self):
-        if self.hparams.teacher_dtype == "float32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.teacher_dtype == torch.float32:
+            # explicit: no autocast region leaks in from a mixed-precision trainer
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.teacher_dtype)
 
     def conditions(self, batch: dict, names: list[str]) -> dict:
         return make_conditions(batch, self.autoencoder, names)
@@ -203,7 +214,7 @@ class DistillModule(L.LightningModule):
         n: torch.Tensor,
         eps: torch.Tensor,
         train: bool,
-        generator: torch.Generator | None = None,
+        generator=None,
     ):
         """Student conditions (with condition dropout in training) and the no-grad consistency targets."""
         t_cond = self.conditions(batch, self.teacher.condition_names)
@@ -229,12 +240,12 @@ class DistillModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         seg = self.segments
-        g = step_generator(self.hparams.seed, batch_number(self), self.global_rank)
         with torch.no_grad():
             x0 = self.autoencoder.encode(batch["video"])
-            n = seg.sample_grid_indices(x0.shape[0], g).to(x0.device)
-            eps = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
-            s_cond, targets = self.make_targets(batch, x0, seg, n, eps, train=True, generator=g)
+            rng = batch_random(self, x0.shape[0])
+            n = rng.randint(seg.num_grid).to(x0.device)
+            eps = rng.randn(x0.shape).to(x0.device, x0.dtype)
+            s_cond, targets = self.make_targets(batch, x0, seg, n, eps, train=True, generator=rng)
             weight = None
             mask = None
             if self.loss_cfg["motion_weight"] > 0:
@@ -251,8 +262,8 @@ class DistillModule(L.LightningModule):
         if not self.nonfinite.check(self, out.loss, "distillation loss", details):
             return None
         b = x0.shape[0]
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
-        self.log("train/loss_cd", out.loss_cd, batch_size=b)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global-batch mean
+        self.log("train/loss_cd", out.loss_cd, batch_size=b, sync_dist=True)
         if out.loss_aux is not None:
             self.log("train/loss_aux", out.loss_aux, batch_size=b)
         if mask is not None:

@@ -12,11 +12,10 @@ from dancelcm.diffusion import NoiseSchedule
 from dancelcm.diffusion.samplers import ddim_sample
 from dancelcm.lit.common import (
     NonFinite,
-    batch_number,
+    batch_random,
     make_conditions,
     random_condition_dropout,
     sample_timesteps,
-    step_generator,
     warmup_constant,
     with_dropped,
 )
@@ -91,13 +90,13 @@ class TeacherModule(L.LightningModule):
 
     # -- Lightning -------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        g = step_generator(self.hparams.seed, batch_number(self), self.global_rank)
         with torch.no_grad():
             z0 = self.autoencoder.encode(batch["video"])
-            cond = random_condition_dropout(self.conditions(batch), self.condition_dropout, g)
+            rng = batch_random(self, z0.shape[0])
+            cond = random_condition_dropout(self.conditions(batch), self.condition_dropout, rng)
         power = self.hparams.timestep_power
-        t = sample_timesteps(z0.shape[0], self.schedule.num_train_timesteps, power, z0.device, g)
-        eps = torch.randn(z0.shape, generator=g).to(z0.device, z0.dtype)
+        t = sample_timesteps(z0.shape[0], self.schedule.num_train_timesteps, power, z0.device, rng)
+        eps = rng.randn(z0.shape).to(z0.device, z0.dtype)
         loss = self.diffusion_loss(self.animator, z0, cond, t, eps)
 
         def details() -> str:  # only formatted when something is wrong (no device sync per step)
@@ -105,7 +104,7 @@ class TeacherModule(L.LightningModule):
 
         if not self.nonfinite.check(self, loss, "training loss", details):
             return None
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global-batch mean
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -106,6 +106,9 @@ class Animator(nn.Module):
         kind, pretrained = bb.pop("kind", "unet3d"), bb.pop("pretrained", None)
         self.backbone = _build_backbone(kind, in_channels, latent_channels, cross_attention_dim, pretrained, bb)
         self.null_context = nn.Parameter(torch.zeros(1, 1, cross_attention_dim))
+        if any(getattr(e, "token_dim", None) for e in self.embedders.values()):
+            # only read when no embedder gives tokens: frozen here, else DDP reports an unused parameter
+            self.null_context.requires_grad_(False)
         set_dropout(self.backbone, dropout)
         set_attention(self.backbone, attention)
         if face is not None:

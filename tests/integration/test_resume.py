@@ -47,7 +47,7 @@ def _losses(run) -> dict[int, float]:
 
 
 def _kill(step: int, sig: str) -> str:
-    return f"+callbacks.extra=[{{_target_:dancelcm.callbacks.faults.KillAt,step:{step},signal:{sig}}}]"
+    return f"+callbacks.extra=[{{_target_:dancelcm.callbacks.diagnostics.KillAt,step:{step},signal:{sig}}}]"
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_preemption_signal_checkpoints_and_resumes_exactly(sig, uninterrupted, m
 def test_nonfinite_loss_stops_without_touching_the_last_good_checkpoint(micro_teacher, synthetic_root, tmp_path):
     run = tmp_path / "run"
     base = _base(run, synthetic_root, micro_teacher)
-    poison = "+callbacks.extra=[{_target_:dancelcm.callbacks.faults.PoisonBatch,step:2}]"
+    poison = "+callbacks.extra=[{_target_:dancelcm.callbacks.diagnostics.PoisonBatch,step:2}]"
     proc = run_module([*base, poison], tmp_path, ok=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
@@ -109,7 +109,7 @@ def test_nonfinite_loss_stops_without_touching_the_last_good_checkpoint(micro_te
 def test_nonfinite_skip_policy_skips_the_batch_and_trains_on(micro_teacher, synthetic_root, tmp_path):
     run = tmp_path / "run"
     base = _base(run, synthetic_root, micro_teacher)
-    poison = "+callbacks.extra=[{_target_:dancelcm.callbacks.faults.PoisonBatch,step:2}]"
+    poison = "+callbacks.extra=[{_target_:dancelcm.callbacks.diagnostics.PoisonBatch,step:2}]"
     proc = run_module([*base, poison, "method.nonfinite=skip"], tmp_path)
     assert "batch skipped (1 so far)" in proc.stdout + proc.stderr
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
