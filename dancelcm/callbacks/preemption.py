@@ -14,6 +14,7 @@ file renamed into place), so a kill during the write leaves the previous ``last.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -25,8 +26,10 @@ SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 class Preemption(L.Callback):
-    def __init__(self, checkpoint_path: str | Path, signals: tuple[str, ...] = SIGNALS):
+    def __init__(self, checkpoint_path: str | Path, signals: tuple[str, ...] | None = None):
         self.path = Path(checkpoint_path)
+        if signals is None:  # under submitit (+launcher=slurm) also its requeue signal, then its handler
+            signals = SIGNALS + (("SIGUSR2",) if os.environ.get("SUBMITIT_EXECUTOR") else ())
         self.signals = [getattr(signal, s) for s in signals if hasattr(signal, s)]
         self.received: int | None = None
         self._previous: dict = {}
@@ -56,6 +59,9 @@ class Preemption(L.Callback):
             trainer.global_step,
             self.path,
         )
+        previous = self._previous.get(self.received)
+        if callable(previous) and not type(previous).__module__.startswith("lightning"):
+            previous(self.received, None)  # e.g. submitit's requeue, now that the checkpoint is on disk
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         for s, h in self._previous.items():
