@@ -1,0 +1,308 @@
+"""``python -m dancelcm.bench`` (``make bench``): the speed claims as ratios measured side by side in one run.
+
+(a) inference  teacher DDIM-N + CFG vs the student at 4 / 2 / 1 steps, same network, end to end per clip
+               (conditions, sampling, decoding), next to the NFE-ratio bound;
+(b) training   a distillation step (teacher CFG step + EMA target + student forward/backward + aux head)
+               over a plain diffusion step of the same network and batch, both through Lightning;
+(c) data       the loader's clips/s (cold: every clip decoded) over what a distillation step consumes.
+
+Weights are random (speed does not depend on them); the data is the configured datamodule's. Prints a
+table and writes JSON. Timings on a shared or throttled CPU are noisy; the ratios are what to read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# name: (target, direction) -- the 4-step student >= 22x the teacher end to end, a distillation step <= 1.8x a
+# plain step, the loader >= 3x what training consumes
+TARGETS = {"inference_4_step": (22.0, ">="), "train_step_ratio": (1.8, "<="), "loader_over_consumption": (3.0, ">=")}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, repeats: int, device: torch.device, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _teacher_bundle(cfg, directory: Path):
+    from dancelcm.lit.builders import animator_kwargs, data_geometry, plain
+    from dancelcm.models.animator import Animator
+    from dancelcm.models.bundle import load_bundle, save_bundle
+
+    model = plain(cfg.model)
+    torch.manual_seed(0)
+    animator = Animator(**animator_kwargs(model, cfg.data.resolution))
+    meta = {
+        "kind": "teacher",
+        "scheduler": model["scheduler"],
+        "autoencoder": model["autoencoder"],
+        "data": data_geometry(plain(cfg.data)),
+        "sampling": {"steps": cfg.bench.teacher_steps, "guidance": cfg.bench.guidance, "uncond": ["reference"]},
+    }
+    save_bundle(directory, animator, meta)
+    return load_bundle(directory)
+
+
+def bench_inference(cfg, bundle, batch: dict, device: torch.device) -> dict:
+    from dancelcm.diffusion import Segments
+    from dancelcm.diffusion.samplers import ddim_sample
+    from dancelcm.distill.consistency import consistency_sample
+    from dancelcm.lit.common import make_conditions, with_dropped
+
+    net = bundle.animator.to(device).eval()
+    ae = bundle.autoencoder
+    b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    f, _, h, w = b["video"].shape[1:]
+    c, fac = net.latent_channels, ae.factor
+    noise = torch.randn(b["video"].shape[0], c, f, h // fac, w // fac, device=device)
+    n, g = int(cfg.bench.teacher_steps), float(cfg.bench.guidance)
+    segments = Segments(num_segments=4, num_grid=int(cfg.bench.num_grid))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bench.bf16)
+
+    def teacher():
+        with torch.no_grad(), autocast:
+            cond = make_conditions(b, ae, net.condition_names)
+            z = ddim_sample(net, noise, bundle.schedule, n, cond, with_dropped(cond, ["reference"]), g)
+            ae.decode(z.float())
+
+    def student(k):
+        def run():
+            with torch.no_grad(), autocast:
+                cond = make_conditions(b, ae, net.condition_names)
+                z = consistency_sample(net, noise, bundle.schedule, segments, cond, num_steps=k)
+                ae.decode(z.float())
+
+        return run
+
+    clips = b["video"].shape[0]
+    out = {"teacher": {"nfe": 2 * n, "s_per_clip": _timed(teacher, cfg.bench.repeats, device) / clips}}
+    for k in (4, 2, 1):
+        s = _timed(student(k), cfg.bench.repeats, device) / clips
+        out[f"student_{k}"] = {
+            "nfe": k,
+            "s_per_clip": s,
+            "speedup": out["teacher"]["s_per_clip"] / s,
+            "nfe_bound": 2 * n / k,
+        }
+    return out
+
+
+class _StepTimer:
+    def __init__(self, skip: int):
+        import lightning as L
+
+        parent = self
+
+        class Cb(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                _sync(pl_module.device)
+                parent.t0 = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                _sync(pl_module.device)
+                if batch_idx >= skip:
+                    parent.times.append(time.perf_counter() - parent.t0)
+
+        self.callback, self.times, self.t0 = Cb(), [], 0.0
+
+
+class _Repeat:
+    """The same in-memory batch ``n`` times (step time without data loading)."""
+
+    def __init__(self, batch: dict, n: int):
+        self.batch, self.n = batch, n
+
+    def __iter__(self):
+        return (self.batch for _ in range(self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _fit_steps(module, batch: dict, steps: int, cfg) -> float:
+    """Median step time of ``module`` through a Lightning Trainer on one repeated in-memory batch."""
+    import lightning as L
+
+    timer = _StepTimer(skip=2)
+    trainer = L.Trainer(
+        accelerator=cfg.bench.accelerator,
+        devices=1,
+        precision="bf16-mixed" if cfg.bench.bf16 else "32-true",
+        max_steps=steps + 2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer.callback],
+    )
+    trainer.fit(module, train_dataloaders=_Repeat(batch, steps + 2))
+    return statistics.median(timer.times)
+
+
+def bench_training(cfg, teacher_dir: Path, batch: dict) -> dict:
+    from dancelcm.lit.builders import animator_kwargs, data_geometry, plain
+    from dancelcm.lit.distill import DistillModule
+    from dancelcm.lit.teacher import TeacherModule
+
+    model, method = plain(cfg.model), plain(cfg.method)
+    plain_module = TeacherModule(
+        model=animator_kwargs(model, cfg.data.resolution),
+        autoencoder=model["autoencoder"],
+        scheduler=model["scheduler"],
+        data=data_geometry(plain(cfg.data)),
+        ema_decay=0.999,
+        condition_dropout={"reference": 0.1},
+    )
+    method.pop("kind")
+    method.pop("face", None)
+    method.update(teacher=str(teacher_dir), validation={"teacher_steps": 2, "student_steps": [1]})
+    method["segments"]["num_grid"] = int(cfg.bench.num_grid)
+    face_size = int(cfg.data.face_size) // plain_module.autoencoder.factor
+    distill = DistillModule(face={"face_latent_size": face_size}, data=data_geometry(plain(cfg.data)), **method)
+    steps = int(cfg.bench.train_steps)
+    t_plain = _fit_steps(plain_module, batch, steps, cfg)
+    t_distill = _fit_steps(distill, batch, steps, cfg)
+    return {"plain_step_s": t_plain, "distill_step_s": t_distill, "ratio": t_distill / t_plain}
+
+
+def bench_data(dm, clips: int) -> float:
+    """Cold loader throughput (clips/s): a fresh train loader, every clip decoded."""
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    next(it)  # worker start-up and first decode are not throughput
+    n, t0 = 0, time.perf_counter()
+    for batch in it:
+        n += batch["video"].shape[0]
+        if n >= clips:
+            break
+    return n / (time.perf_counter() - t0)
+
+
+def markdown(result: dict) -> str:
+    inf, tr, da = result["inference"], result["training"], result["data"]
+    lines = [
+        f"device: {result['device']}, clip: {result['clip']}, batch {result['batch_size']}",
+        "",
+        "| (a) inference | NFE | s / clip | speed-up vs teacher | NFE bound |",
+        "|---|---|---|---|---|",
+        f"| teacher DDIM-{inf['teacher']['nfe'] // 2} + CFG | {inf['teacher']['nfe']} "
+        f"| {inf['teacher']['s_per_clip']:.4f} | 1.0x | |",
+    ]
+    for k in (4, 2, 1):
+        s = inf[f"student_{k}"]
+        lines.append(
+            f"| student {k} steps | {k} | {s['s_per_clip']:.4f} | {s['speedup']:.1f}x | {s['nfe_bound']:.0f}x |"
+        )
+    lines += [
+        "",
+        "| (b) training | s / step |",
+        "|---|---|",
+        f"| plain diffusion step | {tr['plain_step_s']:.3f} |",
+        f"| distillation step | {tr['distill_step_s']:.3f} |",
+        f"| ratio | {tr['ratio']:.2f}x |",
+        "",
+        "| (c) data | clips / s |",
+        "|---|---|",
+        f"| loader (cold, {result['num_workers']} workers) | {da['loader_clips_s']:.1f} |",
+        f"| consumed by distillation | {da['consumed_clips_s']:.1f} |",
+        f"| ratio | {da['ratio']:.1f}x |",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for name, t in result["targets"].items():
+        lines.append(f"| {name} | {t['value']:.2f} (target {t['direction']} {t['target']}) | {t['met']} |")
+    return "\n".join(lines)
+
+
+def run(cfg) -> dict:
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # two short fits: no banners
+    if cfg.bench.accelerator == "cpu" or not torch.cuda.is_available():
+        device = torch.device("cpu")
+    else:
+        device = torch.device("cuda")
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    result = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "clip": f"{cfg.data.num_frames} x {cfg.data.resolution} x {cfg.data.resolution}",
+        "batch_size": int(cfg.data.batch_size),
+        "num_workers": int(cfg.data.num_workers),
+        "model": cfg.model_name,
+        "bf16": bool(cfg.bench.bf16),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = _teacher_bundle(cfg, Path(tmp) / "teacher")
+        one = {k: v[: cfg.bench.inference_batch] for k, v in batch.items()}
+        log.info("(a) inference: teacher DDIM-%d + CFG vs student 4/2/1 steps", cfg.bench.teacher_steps)
+        result["inference"] = bench_inference(cfg, bundle, one, device)
+        log.info("(b) training: distillation step vs plain diffusion step, %d steps each", cfg.bench.train_steps)
+        result["training"] = bench_training(cfg, Path(tmp) / "teacher", batch)
+    log.info("(c) data: cold loader throughput")
+    loader = bench_data(dm, int(cfg.bench.data_clips))
+    consumed = cfg.data.batch_size / result["training"]["distill_step_s"]
+    result["data"] = {"loader_clips_s": loader, "consumed_clips_s": consumed, "ratio": loader / consumed}
+    values = {
+        "inference_4_step": result["inference"]["student_4"]["speedup"],
+        "train_step_ratio": result["training"]["ratio"],
+        "loader_over_consumption": result["data"]["ratio"],
+    }
+    result["targets"] = {}
+    for name, (target, direction) in TARGETS.items():
+        v = values[name]
+        met = v >= target if direction == ">=" else v <= target
+        result["targets"][name] = {"value": v, "target": target, "direction": direction, "met": bool(met)}
+    return result
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+    def _run(cfg: DictConfig) -> None:
+        result = run(cfg)
+        table = markdown(result)
+        print(table)
+        out = Path(cfg.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        out.with_suffix(".md").write_text(table + "\n")
+        log.info("wrote %s and %s", out, out.with_suffix(".md"))
+
+    _run()
+
+
+if __name__ == "__main__":
+    main()
