@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -217,8 +218,53 @@ def markdown_table(summary: dict, columns=TABLE_COLUMNS) -> str:
     return "\n".join(lines)
 
 
+PLOT_METRICS = (
+    ("psnr_vs_teacher", "PSNR vs teacher (dB)"),
+    ("psnr_figure", "figure PSNR (dB)"),
+    ("sharpness", "sharpness (1 = as sharp as GT)"),
+    ("fd", "Frechet distance"),
+)
+
+
+def _family(name: str) -> str:
+    """'DanceLCM 4-step' -> 'DanceLCM', 'teacher DDIM-10 CFG 2' -> 'teacher DDIM CFG 2'."""
+    return re.sub(r"\s*\d+-step|-\d+", "", name).strip()
+
+
+def plot_quality_vs_nfe(summary: dict, path: Path) -> Path | None:
+    """One panel per metric, NFE on a log axis, one line per sampler family (teacher, each student)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(k, t) for k, t in PLOT_METRICS if any(k in v for v in summary.values())]
+    families: dict[str, list[tuple[int, dict]]] = {}
+    for name, v in summary.items():
+        if v.get("nfe", 0) > 0:
+            families.setdefault(_family(name), []).append((v["nfe"], v))
+    if not panels or not families:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (k, title) in zip(axes[0], panels):
+        for fam, pts in families.items():
+            pts = sorted((n, v[k]["mean"] if isinstance(v.get(k), dict) else v.get(k)) for n, v in pts if k in v)
+            if pts:
+                ax.plot([n for n, _ in pts], [y for _, y in pts], marker="o", label=fam)
+        ax.set_xscale("log")
+        ax.set_xlabel("NFE (network evaluations per clip)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    plot_quality_vs_nfe(result["samplers"], out_dir / "quality_vs_nfe.png")
     (out_dir / "metrics.json").write_text(json.dumps(result["samplers"], indent=1))
     table = markdown_table(result["samplers"])
     (out_dir / "table.md").write_text((header + "\n\n" if header else "") + table + "\n")
@@ -288,7 +334,7 @@ def main() -> None:
         )
         write_outputs(result, Path(cfg.out_dir), header)
         log.info("\n%s", markdown_table(result["samplers"]))
-        log.info("wrote %s/{metrics.json,table.md,per_clip.csv}", cfg.out_dir)
+        log.info("wrote %s/{metrics.json,table.md,per_clip.csv,quality_vs_nfe.png}", cfg.out_dir)
 
     _run()
 

@@ -46,8 +46,18 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     if cfg.logger.get("wandb"):
         w = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
         mode = w.pop("mode", None) or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        group, name = run_identity(cfg)
+        w["group"] = w.get("group") or group  # the ablation: its jobs side by side in one W&B group
+        w["name"] = w.get("name") or name  # the job's overrides
         loggers.append(
-            WandbLogger(save_dir=str(run_dir), mode=mode, config=OmegaConf.to_container(cfg, resolve=True), **w)
+            WandbLogger(
+                save_dir=str(run_dir),
+                mode=mode,
+                id=stable_run_id(run_dir),  # a resumed run continues its W&B run
+                resume="allow",
+                config=flat_config(cfg),  # flat keys: W&B's run table compares K, motion weight, ... directly
+                **w,
+            )
         )
     return loggers
 

@@ -43,3 +43,14 @@ def test_ddp_trainer_config():
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == -1
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
     assert cfg.method.teacher_dtype == "auto"  # follows the bf16 precision
+
+
+def test_wandb_group_is_the_ablation_and_config_is_flat():
+    from dancelcm.train import flat_config, run_identity
+
+    cfg = _compose(["+experiment=synthetic_k4", "+ablation=face", "logger=wandb"])
+    assert run_identity(cfg) == ("face", "synthetic_k4")
+    assert run_identity(_compose(["+experiment=synthetic_k4"])) == ("synthetic_k4", "synthetic_k4")
+    flat = flat_config(cfg)
+    assert flat["method/segments/num_segments"] == 4 and flat["method/face/enabled"] is True
+    assert not any(isinstance(v, dict) for v in flat.values())

@@ -97,6 +97,21 @@ def test_ablation_sweep_runs_each_job_in_its_own_folder(micro_teacher, synthetic
     for job in jobs:
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert (sweep / job / "export" / "bundle.json").is_file()
+    # the report: one row per job from the local run folders, the swept value in its column, a plot
+    _run(["dancelcm.report", f"runs={sweep}"], tmp_path)
+    table = (sweep / "report" / "report.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| method.face")]
+    assert len(rows) == 2 and "| face |" in table and "train/loss_cd" in table
+    assert {r.split("|")[1].strip().split("__")[0] for r in rows} == {
+        "method.face.enabled=False",
+        "method.face.enabled=True",
+    }
+    with open(sweep / "report" / "report.csv") as fh:
+        data = list(csv.DictReader(fh))
+    assert sorted(r["face"] for r in data) == ["False", "True"] and all(float(r["train/loss_cd"]) > 0 for r in data)
+    assert (sweep / "report" / "report.png").stat().st_size > 1000
+    empty = _run(["dancelcm.report", f"runs={tmp_path / 'nothing'}"], tmp_path, ok=False)
+    assert empty.returncode != 0 and "runs=" in empty.stderr and "no such folder" in empty.stderr
 
 
 def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(micro_teacher, synthetic_root, tmp_path):
@@ -150,3 +165,32 @@ def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(micro_t
     assert "psnr_vs_teacher" not in metrics["teacher DDIM-2 CFG 2"]
     for k in (1, 2, 4, 8):
         assert 5.0 < metrics[f"DanceLCM {k}-step"]["psnr_vs_teacher"]["mean"] < 100.0
+
+
+def test_wandb_offline_run_groups_by_ablation_with_flat_config(micro_teacher, synthetic_root, tmp_path, monkeypatch):
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline because there is no key, not because of the env
+    run = tmp_path / "run"
+    args = [
+        "dancelcm.train",
+        "+experiment=synthetic_k4",
+        "+ablation=face",
+        f"data.root={synthetic_root}",
+        f"hydra.run.dir={run}",
+        f"method.teacher={micro_teacher}",
+        *DISTILL_MICRO,
+        "logger=wandb",
+        "trainer.max_steps=2",
+    ]
+    _run(args, tmp_path)
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, list((run / "wandb").iterdir())
+    init_log = (offline[0] / "logs" / "debug.log").read_text()  # offline: the config is in the init log
+    assert "'method/segments/num_segments': 4" in init_log and "'method/face/enabled': True" in init_log
+    media = list((offline[0] / "files" / "media").glob("**/*.mp4"))
+    assert media, "validation videos were not logged to W&B"
+    _run([*args, "trainer.max_steps=3", "ckpt_path=auto"], tmp_path)  # resumed: the same W&B run id
+    ids = {p.name.split("-")[-1] for p in (run / "wandb").glob("offline-run-*")}
+    assert len(ids) == 1

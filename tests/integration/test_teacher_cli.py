@@ -138,3 +138,11 @@ def test_evaluate_writes_the_table(trained, synthetic_root, tmp_path):
     assert per_clip[0].startswith("sampler,clip,video_id,") and len(per_clip) == 1 + 2 * len(metrics)
     table = (out / "table.md").read_text()
     assert "teacher DDIM-1 CFG 2" in table and "Command: `python -m dancelcm.evaluate" in table
+    assert (out / "quality_vs_nfe.png").stat().st_size > 1000
+
+
+def test_sampler_families_for_the_plot():
+    from dancelcm.evaluate import _family
+
+    assert _family("DanceLCM 4-step") == _family("DanceLCM 1-step") == "DanceLCM"
+    assert _family("teacher DDIM-50 CFG 2") == _family("teacher DDIM-4 CFG 2") != _family("teacher DDIM-4")

@@ -1,0 +1,194 @@
+"""``python -m dancelcm.report runs=DIR``: the runs of a sweep (or any runs) side by side, from the local run
+folders alone (no W&B server): a markdown table, a CSV and a plot of the training curves.
+
+A run is a folder with ``csv/version_*/metrics.csv`` (every launch of a resumed run is merged by step)
+and, when Hydra wrote it, ``.hydra/config.yaml`` and ``.hydra/overrides.yaml``. The table has one row per
+run: the config values an ablation varies (K, motion weight, face injection, aux head, ...), the last
+logged value of each metric, and, when ``<run>/eval/metrics.json`` exists (``python -m dancelcm.evaluate
+... out_dir=<run>/eval``), the evaluation's headline numbers for the run's students.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+# config keys an ablation compares: (column, dotted path in the composed config)
+CONFIG_COLUMNS = (
+    ("K", "method.segments.num_segments"),
+    ("motion w", "method.loss.motion_weight"),
+    ("aux w", "method.loss.aux_weight"),
+    ("aux head", "method.aux_head"),
+    ("face", "method.face.enabled"),
+    ("target", "method.target.kind"),
+    ("seed", "seed"),
+)
+DEFAULT_METRICS = ("train/loss_cd", "val/loss_cd", "train/loss_aux", "step")
+EVAL_METRICS = ("psnr_vs_teacher", "psnr_figure", "psnr_face", "psnr_motion", "sharpness", "fd")
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every folder under ``root`` (itself included) that holds Lightning CSV metrics."""
+    runs = sorted({p.parent.parent.parent for p in root.glob("**/csv/version_*/metrics.csv")})
+    return [r for r in runs if not any(part.startswith(".") for part in r.relative_to(root).parts)]
+
+
+def read_metrics(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """metric -> [(step, value)] over every launch of the run (a later launch wins a repeated step)."""
+    series: dict[str, dict[int, float]] = {}
+    for f in sorted((run / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        with open(f) as fh:
+            for row in csv.DictReader(fh):
+                step = int(float(row.get("step") or 0))
+                for k, v in row.items():
+                    if k in ("step", "epoch") or v in ("", None):
+                        continue
+                    series.setdefault(k, {})[step] = float(v)
+    return {k: sorted(v.items()) for k, v in series.items()}
+
+
+def _select(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def read_run(run: Path, root: Path) -> dict:
+    hydra_dir = run / ".hydra"
+    cfg = yaml.safe_load((hydra_dir / "config.yaml").read_text()) if (hydra_dir / "config.yaml").exists() else {}
+    overrides = (
+        yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) if (hydra_dir / "overrides.yaml").exists() else []
+    )
+    metrics = read_metrics(run)
+    entry = {
+        "run": str(run.relative_to(root)) if run != root else run.name,
+        "name": cfg.get("name", run.name),
+        "ablation": cfg.get("ablation"),
+        "overrides": overrides,
+        "config": {col: _select(cfg, path) for col, path in CONFIG_COLUMNS},
+        "last": {k: v[-1][1] for k, v in metrics.items()},
+        "step": max((s for v in metrics.values() for s, _ in v), default=0),
+        "series": metrics,
+        "eval": {},
+    }
+    eval_file = run / "eval" / "metrics.json"
+    if eval_file.exists():
+        for sampler, values in json.loads(eval_file.read_text()).items():
+            entry["eval"][sampler] = {
+                k: (values[k]["mean"] if isinstance(values.get(k), dict) else values.get(k))
+                for k in EVAL_METRICS
+                if k in values
+            }
+    return entry
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def markdown(entries: list[dict], metrics: list[str]) -> str:
+    cols = [c for c, _ in CONFIG_COLUMNS if any(e["config"].get(c) is not None for e in entries)]
+    present = [m for m in metrics if m == "step" or any(m in e["last"] for e in entries)]
+    head = ["run", *cols, *present]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for e in entries:
+        cells = [e["run"], *(_fmt(e["config"].get(c)) for c in cols)]
+        cells += [_fmt(e["step"]) if m == "step" else _fmt(e["last"].get(m)) for m in present]
+        lines.append("| " + " | ".join(cells) + " |")
+    evals = [(e["run"], s, v) for e in entries for s, v in e["eval"].items()]
+    if evals:
+        keys = [k for k in EVAL_METRICS if any(k in v for _, _, v in evals)]
+        lines += ["", "| run | sampler | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+        for run, sampler, v in evals:
+            lines.append(f"| {run} | {sampler} | " + " | ".join(_fmt(v.get(k)) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def plot(entries: list[dict], metrics: list[str], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [m for m in metrics if m != "step" and any(len(e["series"].get(m, [])) > 0 for e in entries)]
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], curves):
+        for e in entries:
+            pts = e["series"].get(m, [])
+            if pts:
+                ax.plot([s for s, _ in pts], [v for _, v in pts], marker="." if len(pts) < 30 else None, label=e["run"])
+        ax.set_title(m)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def report(root: str | Path, out: str | Path | None = None, metrics: list[str] | None = None) -> dict:
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"runs={root}: no such folder (a run folder or a sweep folder under runs/)")
+    runs = find_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"runs={root}: no run folders here (none has csv/version_*/metrics.csv)")
+    metrics = list(metrics or DEFAULT_METRICS)
+    entries = [read_run(r, root) for r in runs]
+    out = Path(out) if out else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(entries, metrics)
+    (out / "report.md").write_text(f"Runs under `{root}`.\n\n{table}\n")
+    with open(out / "report.csv", "w", newline="") as fh:
+        keys = sorted({k for e in entries for k in e["last"]})
+        w = csv.writer(fh)
+        w.writerow(["run", "step", *(c for c, _ in CONFIG_COLUMNS), *keys])
+        for e in entries:
+            w.writerow(
+                [
+                    e["run"],
+                    e["step"],
+                    *(e["config"].get(c) for c, _ in CONFIG_COLUMNS),
+                    *(e["last"].get(k) for k in keys),
+                ]
+            )
+    png = plot(entries, metrics, out / "report.png")
+    log.info("%s\n\nwrote %s, %s%s", table, out / "report.md", out / "report.csv", f", {png}" if png else "")
+    return {"runs": entries, "table": table, "out": str(out)}
+
+
+def main() -> None:
+    import sys
+
+    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+    unknown = set(args) - {"runs", "out", "metrics"}
+    if unknown or "runs" not in args:
+        raise SystemExit(
+            "usage: python -m dancelcm.report runs=DIR [out=DIR] [metrics=[train/loss_cd,val/loss_cd,...]]"
+            + (f" (unknown: {sorted(unknown)})" if unknown else "")
+        )
+    metrics = args.get("metrics")
+    metrics = [m.strip() for m in metrics.strip("[]").split(",") if m.strip()] if metrics else None
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report(args["runs"], args.get("out"), metrics)
+
+
+if __name__ == "__main__":
+    main()
