@@ -2,10 +2,14 @@
 
     python -m dancelcm.animate model_dir=checkpoints/synthetic_teacher reference=ref.png pose=pose.mp4 out=out.mp4
 
-``pose`` is a DWPose-style pose video (mp4) or a folder of pose frames. The model is a bundle folder;
-a teacher samples with DDIM ``steps`` and CFG ``guidance`` (defaults from the bundle). Long pose
-sequences are generated in consecutive windows of ``window`` frames (default: the training clip
-length). ``layout=side_by_side`` writes reference | pose | result.
+``pose`` is a DWPose-style pose video (mp4) or a folder of pose frames. The model is a bundle folder:
+a teacher samples with DDIM ``steps`` and CFG ``guidance`` (defaults from the bundle); an exported
+student (``<run>/export``) samples segment-wise in ``steps`` = 1, 2 or 4 (up to its K; more steps use the
+multistep consistency sampler), without CFG. A student trained with face injection reads the face from
+``face_box=[x0,y0,x1,y1]`` (pixels of the reference image); without it the face condition is left out
+(the student was trained with face dropout). Long pose sequences are generated in consecutive windows
+of ``window`` frames (default: the training clip length). ``layout=side_by_side`` writes
+reference | pose | result.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ class InputError(ValueError):
     """A user input (file or option) is unusable; the message names it and the fix."""
 
 
-def load_reference(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
-    """An image file -> (3, H, W) in [-1, 1], resized to cover ``size`` and centre-cropped."""
+def load_reference(path: str | Path, size: tuple[int, int], box=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An image file -> ((3, H, W) in [-1, 1] resized to cover ``size`` and centre-cropped, the face box
+    ``[x0, y0, x1, y1]`` given in the image's own pixels, mapped onto that crop (None without a box))."""
     from PIL import Image
 
     from dancelcm.data.dataset import resize_center_crop
@@ -38,7 +43,17 @@ def load_reference(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
     except Exception as e:
         raise InputError(f"reference={p}: cannot be read as an image ({e})") from e
     x = torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 127.5 - 1
-    return resize_center_crop(x, size)[0][0].clamp(-1, 1)
+    img, (sx, sy, ox, oy) = resize_center_crop(x, size)
+    face_box = None
+    if box is not None:
+        h, w = arr.shape[:2]
+        if len(box) != 4:
+            raise InputError(f"face_box={list(box)}: give four numbers [x0, y0, x1, y1]")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise InputError(f"face_box={list(box)}: not a box [x0, y0, x1, y1] inside the {w}x{h} reference image")
+        face_box = torch.tensor([x0 * sx - ox, y0 * sy - oy, x1 * sx - ox, y1 * sy - oy])
+    return img[0].clamp(-1, 1), face_box
 
 
 def load_pose(path: str | Path, size: tuple[int, int], max_frames: int | None = None) -> torch.Tensor:
@@ -59,22 +74,50 @@ def load_pose(path: str | Path, size: tuple[int, int], max_frames: int | None = 
     return resize_center_crop(x, size)[0].clamp(-1, 1)
 
 
+def make_sampler(bundle, steps: int, guidance: float, seed: int = 0):
+    """The bundle's sampler: DDIM + CFG for a teacher, the consistency sampler (no CFG) for a student."""
+    from dancelcm.evaluate import student_sampler, teacher_sampler
+
+    if bundle.meta.get("kind") == "student":
+        if guidance != 1.0:
+            raise InputError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
+        return student_sampler(bundle, steps, seed)
+    uncond = list(bundle.meta.get("sampling", {}).get("uncond", ["reference"]))
+    return teacher_sampler(bundle, steps, guidance, uncond)
+
+
 @torch.no_grad()
 def animate(
-    bundle, reference: torch.Tensor, pose: torch.Tensor, steps: int, guidance: float, window: int, seed: int = 0
+    bundle,
+    reference: torch.Tensor,
+    pose: torch.Tensor,
+    steps: int,
+    guidance: float,
+    window: int,
+    seed: int = 0,
+    face_box: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(3, H, W) reference + (F, 3, H, W) pose -> (F, 3, H, W) video in [-1, 1]."""
-    from dancelcm.evaluate import teacher_sampler
+    from dancelcm.data.dataset import crop_square
 
-    uncond = list(bundle.meta.get("sampling", {}).get("uncond", ["reference"]))
-    sampler = teacher_sampler(bundle, steps, guidance, uncond)
+    sampler = make_sampler(bundle, steps, guidance, seed)
     fac, c = bundle.autoencoder.factor, bundle.animator.latent_channels
     h, w = pose.shape[-2:]
+    extra = {}
+    if "face" in bundle.animator.condition_names:
+        data = bundle.meta.get("data", {})
+        size = int(data.get("face_size", 32))
+        if face_box is None:
+            log.warning("the student reads a face crop but no face_box was given: sampling without the face")
+            extra = {"face": torch.zeros(1, 3, size, size), "face_valid": torch.tensor([False])}
+        else:
+            face = crop_square(reference, face_box.tolist(), float(data.get("face_scale", 1.5)), size)
+            extra = {"face": face[None], "face_valid": torch.tensor([True])}
     out = []
     g = torch.Generator().manual_seed(seed)
     for s in range(0, len(pose), window):
         chunk = pose[s : s + window]
-        batch = {"pose": chunk[None], "reference": reference[None], "video": torch.zeros_like(chunk)[None]}
+        batch = {"pose": chunk[None], "reference": reference[None], "video": torch.zeros_like(chunk)[None], **extra}
         noise = torch.randn(1, c, len(chunk), h // fac, w // fac, generator=g)
         out.append(sampler.fn(batch, noise)[0])
     return torch.cat(out)
@@ -97,24 +140,20 @@ def main() -> None:
         data = bundle.meta.get("data", {})
         res = data.get("resolution", 64)
         size = (res, res) if isinstance(res, int) else tuple(res)
-        steps = int(cfg.steps or bundle.meta.get("sampling", {}).get("steps", 50))
+        student = bundle.meta.get("kind") == "student"
+        default_steps = bundle.meta["segments"]["num_segments"] if student else 50
+        steps = int(cfg.steps or bundle.meta.get("sampling", {}).get("steps", default_steps))
         guidance = float(
             cfg.guidance if cfg.guidance is not None else bundle.meta.get("sampling", {}).get("guidance", 1.0)
         )
         if steps < 1:
             raise InputError(f"steps={steps}: must be >= 1")
         window = int(cfg.window or data.get("num_frames", 8))
-        reference = load_reference(cfg.reference, size)
+        reference, face_box = load_reference(cfg.reference, size, cfg.get("face_box"))
         pose = load_pose(cfg.pose, size, cfg.max_frames)
-        log.info(
-            "animating %d frames at %dx%d with DDIM-%d, CFG %.1f, windows of %d",
-            len(pose),
-            *size,
-            steps,
-            guidance,
-            window,
-        )
-        video = animate(bundle, reference, pose, steps, guidance, window, cfg.seed)
+        sampler = f"the student, {steps} steps, no CFG" if student else f"DDIM-{steps}, CFG {guidance:g}"
+        log.info("animating %d frames at %dx%d with %s, windows of %d", len(pose), *size, sampler, window)
+        video = animate(bundle, reference, pose, steps, guidance, window, cfg.seed, face_box)
         frames = to_uint8(video[None])[0]
         if cfg.layout == "side_by_side":
             ref = to_uint8(reference[None, None].expand(1, len(pose), -1, -1, -1))[0]

@@ -19,7 +19,9 @@ from torch import nn
 from dancelcm.models.conditioning import FaceEmbedder, PoseGuider, ReferenceEmbedder
 
 CONFIG_NAME = "animator_config.json"
-WEIGHTS_NAME = "animator.safetensors"
+WEIGHTS_NAME = "animator.safetensors"  # the single-file layout of earlier versions (still loaded)
+BACKBONE_DIR = "unet"
+CONDITIONERS_NAME = "conditioners.safetensors"
 BACKBONES = ("unet3d",)
 
 
@@ -136,7 +138,15 @@ class Animator(nn.Module):
 
     # -- persistence ----------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``animator_config.json`` + ``animator.safetensors`` (fp32) into ``directory``."""
+        """Write the animator in diffusers format plus its conditioners (all fp32 safetensors)::
+
+            DIR/animator_config.json                 construction arguments (the whole architecture)
+            DIR/unet/config.json                     the backbone, loadable on its own with diffusers:
+            DIR/unet/diffusion_pytorch_model.safetensors   UNet3DConditionModel.from_pretrained(DIR/unet)
+            DIR/conditioners.safetensors             pose guider, reference / face embedders, null context
+
+        A student's face injection (decoupled cross-attention) lives in the backbone's attention layers:
+        diffusers alone drops those weights (with a warning); ``Animator.from_pretrained`` keeps them."""
         from safetensors.torch import save_file
 
         d = Path(directory)
@@ -144,8 +154,12 @@ class Animator(nn.Module):
         cfg = dict(self.config)
         cfg["backbone"] = {**cfg["backbone"], "pretrained": None, **self._backbone_arch()}
         (d / CONFIG_NAME).write_text(json.dumps(cfg, indent=1))
-        state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(d / WEIGHTS_NAME))
+        self.backbone.save_pretrained(str(d / BACKBONE_DIR), safe_serialization=True)
+        rest = {
+            k: v.detach().float().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone.")
+        }
+        save_file(rest, str(d / CONDITIONERS_NAME))
+        (d / WEIGHTS_NAME).unlink(missing_ok=True)  # the single-file layout of earlier versions
         return d
 
     def _backbone_arch(self) -> dict:
@@ -163,6 +177,7 @@ class Animator(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> Animator:
+        """Load a folder written by :meth:`save_pretrained` (or the earlier single-file layout)."""
         from safetensors.torch import load_file
 
         d = Path(directory)
@@ -171,9 +186,18 @@ class Animator(nn.Module):
         cfg = json.loads((d / CONFIG_NAME).read_text())
         cfg.update(overrides)
         model = cls(**cfg)
-        missing, unexpected = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
+        unet_weights = d / BACKBONE_DIR / "diffusion_pytorch_model.safetensors"
+        if unet_weights.is_file():
+            state = {f"backbone.{k}": v for k, v in load_file(str(unet_weights)).items()}
+            state.update(load_file(str(d / CONDITIONERS_NAME)))
+            source = f"{unet_weights} + {d / CONDITIONERS_NAME}"
+        elif (d / WEIGHTS_NAME).is_file():
+            state, source = load_file(str(d / WEIGHTS_NAME)), str(d / WEIGHTS_NAME)
+        else:
+            raise FileNotFoundError(f"{d}: no weights ({BACKBONE_DIR}/diffusion_pytorch_model.safetensors)")
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{d / WEIGHTS_NAME}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+            raise ValueError(f"{source}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
         return model
 
 

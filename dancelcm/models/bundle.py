@@ -2,11 +2,15 @@
 
 ::
 
-    DIR/animator_config.json  DIR/animator.safetensors  DIR/bundle.json
+    DIR/bundle.json                      kind (teacher | student), scheduler, autoencoder, data geometry,
+                                         sampling defaults (a student: its segments, no CFG)
+    DIR/animator_config.json             the animator's architecture
+    DIR/unet/                            the backbone in diffusers format (UNet3DConditionModel)
+    DIR/conditioners.safetensors         pose guider, reference and face embedders
+    DIR/scheduler/scheduler_config.json  the noise schedule as a diffusers DDIMScheduler
 
-``bundle.json`` holds the diffusers scheduler config, the autoencoder config, the data geometry
-(resolution, frames, stride) and the default sampling settings. Teachers are shipped and loaded this
-way; the distillation rebuilds its frozen teacher from such a folder instead of storing it.
+Teachers are shipped and loaded this way; the distillation rebuilds its frozen teacher from such a
+folder instead of storing it, and exports its student the same way (``<run>/export``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ def save_bundle(directory: str | Path, animator: Animator, meta: dict) -> Path:
         if key not in meta:
             raise ValueError(f"bundle meta needs {key!r}")
     d = animator.save_pretrained(directory)
+    from diffusers import DDIMScheduler
+
+    DDIMScheduler.from_config(meta["scheduler"]).save_pretrained(str(d / "scheduler"))
     (d / "bundle.json").write_text(json.dumps(meta, indent=1))
     return d
 

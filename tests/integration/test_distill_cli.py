@@ -194,3 +194,47 @@ def test_wandb_offline_run_groups_by_ablation_with_flat_config(micro_teacher, sy
     _run([*args, "trainer.max_steps=3", "ckpt_path=auto"], tmp_path)  # resumed: the same W&B run id
     ids = {p.name.split("-")[-1] for p in (run / "wandb").glob("offline-run-*")}
     assert len(ids) == 1
+
+
+def test_animate_with_an_exported_student_at_1_2_4_steps(micro_teacher, synthetic_root, tmp_path):
+    from PIL import Image
+
+    from dancelcm.data import layout
+    from dancelcm.data.reader import FrameSource, read_faces, read_frames
+
+    run = tmp_path / "k4"
+    _run(
+        [
+            "dancelcm.train",
+            "+experiment=synthetic_k4",
+            f"data.root={synthetic_root}",
+            f"hydra.run.dir={run}",
+            f"method.teacher={micro_teacher}",
+            *DISTILL_MICRO,
+            "trainer.max_steps=1",
+            "callbacks.sample_videos=null",
+        ],
+        tmp_path,
+    )
+    d = layout.video_dir(synthetic_root, layout.read_split(synthetic_root, "test")[0])
+    Image.fromarray(read_frames(d)[0]).save(tmp_path / "ref.png")
+    first = read_faces(d, len(read_frames(d)))[0]
+    box = [float(v) for v in first] if first is not None else [8.0, 2.0, 20.0, 14.0]
+    base = [
+        "dancelcm.animate",
+        f"model_dir={run / 'export'}",
+        f"reference={tmp_path / 'ref.png'}",
+        f"pose={d / 'pose.mp4'}",
+        "max_frames=5",
+        "layout=video",
+        f"face_box=[{','.join(f'{v:.1f}' for v in box)}]",
+    ]
+    for steps in (1, 2, 4):
+        out = tmp_path / f"s{steps}.mp4"
+        proc = _run([*base, f"steps={steps}", f"out={out}"], tmp_path)
+        assert f"the student, {steps} steps, no CFG" in proc.stdout + proc.stderr
+        assert len(FrameSource(out)) == 5 and FrameSource(out).frame_size() == (32, 32)
+    cfg_given = _run([*base, "guidance=2.0", f"out={tmp_path / 'x.mp4'}"], tmp_path, ok=False)
+    assert "guidance=2.0" in cfg_given.stderr and "without CFG" in cfg_given.stderr
+    bad_box = _run([*base[:-1], "face_box=[10,10,5,5]", f"out={tmp_path / 'x.mp4'}"], tmp_path, ok=False)
+    assert "face_box=" in bad_box.stderr and "inside the" in bad_box.stderr

@@ -69,6 +69,26 @@ def test_save_and_load_round_trip(tmp_path):
     m.save_pretrained(tmp_path / "anim")
     m2 = Animator.from_pretrained(tmp_path / "anim").eval()
     torch.testing.assert_close(m2(x, t, cond), m(x, t, cond), rtol=0, atol=0)
+    # the backbone is a plain diffusers folder: diffusers alone loads it with the same weights
+    from diffusers import UNet3DConditionModel
+
+    unet = UNet3DConditionModel.from_pretrained(tmp_path / "anim" / "unet")
+    for k, v in unet.state_dict().items():
+        assert torch.equal(v, m.backbone.state_dict()[k]), k
+
+
+def test_the_earlier_single_file_layout_still_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    m = tiny_animator().eval()
+    x, t, cond = tiny_inputs()
+    m.save_pretrained(tmp_path / "anim")
+    import shutil
+
+    shutil.rmtree(tmp_path / "anim" / "unet")
+    (tmp_path / "anim" / "conditioners.safetensors").unlink()
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "anim" / "animator.safetensors"))
+    torch.testing.assert_close(Animator.from_pretrained(tmp_path / "anim").eval()(x, t, cond), m(x, t, cond))
 
 
 def test_backbone_from_a_local_diffusers_folder_keeps_its_weights(tmp_path):
