@@ -186,7 +186,45 @@ def bench_training(cfg, teacher_dir: Path, batch: dict) -> dict:
     steps = int(cfg.bench.train_steps)
     t_plain = _fit_steps(plain_module, batch, steps, cfg)
     t_distill = _fit_steps(distill, batch, steps, cfg)
-    return {"plain_step_s": t_plain, "distill_step_s": t_distill, "ratio": t_distill / t_plain}
+    out = {"plain_step_s": t_plain, "distill_step_s": t_distill, "ratio": t_distill / t_plain}
+    out["components"] = _components(plain_module, batch, cfg)
+    return out
+
+
+def _components(module, batch: dict, cfg) -> dict:
+    """Where a distillation step's time goes, in units of the same network: a forward at batch 2B (the
+    teacher's batched CFG), a forward at B (the EMA target) and a forward + backward at B (the student,
+    which is all a plain step runs). The step-time ratio cannot beat (f_2B + f_B + fb_B) / fb_B."""
+    from dancelcm.lit.common import make_conditions
+
+    device = torch.device("cuda" if cfg.bench.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
+    net = module.animator.to(device).train()
+    b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bench.bf16)
+    with torch.no_grad():
+        z = module.autoencoder.encode(b["video"])
+        cond = make_conditions(b, module.autoencoder, net.condition_names)
+    t = torch.full((z.shape[0],), 500, device=device)
+    cond2 = {k: (torch.cat([v, v]) if torch.is_tensor(v) else v) for k, v in cond.items()}
+    cond2["drop"] = {}
+    z2, t2 = torch.cat([z, z]), torch.cat([t, t])
+
+    def fwd(x, tt, c):
+        def run():
+            with torch.no_grad(), autocast:
+                net(x, tt, c)
+
+        return run
+
+    def fwd_bwd():
+        with autocast:
+            loss = net(z, t, cond).float().square().mean()
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+
+    r = int(cfg.bench.repeats)
+    f2, f1, fb = _timed(fwd(z2, t2, cond2), r, device), _timed(fwd(z, t, cond), r, device), _timed(fwd_bwd, r, device)
+    return {"forward_2B_s": f2, "forward_B_s": f1, "forward_backward_B_s": fb, "ratio_bound": (f2 + f1 + fb) / fb}
 
 
 def bench_data(dm, clips: int) -> float:
@@ -224,6 +262,13 @@ def markdown(result: dict) -> str:
         f"| plain diffusion step | {tr['plain_step_s']:.3f} |",
         f"| distillation step | {tr['distill_step_s']:.3f} |",
         f"| ratio | {tr['ratio']:.2f}x |",
+        "",
+        "| (b) where a distillation step goes (same network) | s |",
+        "|---|---|",
+        f"| teacher CFG forward, batch 2B | {tr['components']['forward_2B_s']:.3f} |",
+        f"| EMA target forward, batch B | {tr['components']['forward_B_s']:.3f} |",
+        f"| student forward + backward, batch B (= a plain step) | {tr['components']['forward_backward_B_s']:.3f} |",
+        f"| ratio bound (sum / forward + backward) | {tr['components']['ratio_bound']:.2f}x |",
         "",
         "| (c) data | clips / s |",
         "|---|---|",

@@ -36,6 +36,15 @@ def test_bench_writes_consistent_ratios(synthetic_root, tmp_path):
     assert inf["student_1"]["s_per_clip"] < inf["teacher"]["s_per_clip"]  # 1 NFE against 8
     tr = r["training"]
     assert abs(tr["ratio"] - tr["distill_step_s"] / tr["plain_step_s"]) < 1e-9 and tr["ratio"] > 1.0
+    c = tr["components"]
+    assert c["forward_2B_s"] > 0 and c["forward_B_s"] > 0 and c["forward_backward_B_s"] > 0
+    assert (
+        abs(
+            c["ratio_bound"]
+            - (c["forward_2B_s"] + c["forward_B_s"] + c["forward_backward_B_s"]) / c["forward_backward_B_s"]
+        )
+        < 1e-9
+    )
     da = r["data"]
     assert abs(da["consumed_clips_s"] - 2 / tr["distill_step_s"]) < 1e-9 and da["loader_clips_s"] > 0
     assert set(r["targets"]) == {"inference_4_step", "train_step_ratio", "loader_over_consumption"}
