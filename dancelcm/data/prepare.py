@@ -8,10 +8,12 @@ Sources (``source_format``):
 - ``auto``    ``ubc`` when ``train/`` and ``test/`` hold videos, ``tiktok`` when ``*/images/`` exist, else
   ``videos``.
 
-Keypoints (``pose.backend``): ``openpose_json`` reads per-frame OpenPose / DWPose JSON files the user
-already has (``pose.keypoints_dir/<video id>/*.json``, BODY_18 or BODY_25 with 68/70 face points); the
-person with the most confident body is kept. Face boxes come from the face keypoints (padded by
-``face.pad``). Pose maps are rendered DWPose-style (``pose.py``) at the output resolution.
+Keypoints (``pose.backend``): ``dwpose`` runs DWPose from the user's two local ONNX files
+(``pose.dwpose_detector``, ``pose.dwpose_model``; see ``dwpose.py``); ``openpose_json`` reads per-frame
+OpenPose / DWPose JSON files the user already has (``pose.keypoints_dir/<video id>/*.json``, BODY_18 or
+BODY_25 with 68/70 face points). Either way the most confident person of each frame is kept. Face
+boxes come from the face keypoints (padded by ``face.pad``). Pose maps are rendered DWPose-style
+(``pose.py``) at the output resolution.
 
 Per video: frames are resized to cover ``resolution`` and centre-cropped (keypoints follow), optionally
 subsampled to ``fps``, capped at ``max_frames``; written as ``video.mp4`` + ``pose.mp4`` +
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 FORMATS = ("auto", "tiktok", "ubc", "videos")
-BACKENDS = ("openpose_json",)
+BACKENDS = ("openpose_json", "dwpose")
 # OpenPose BODY_25 -> BODY_18 (drops mid-hip and the feet)
 BODY25_TO_18 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
 
@@ -52,6 +54,8 @@ class PrepareError(RuntimeError):
 class PoseOptions:
     backend: str = "openpose_json"
     keypoints_dir: str | None = None  # openpose_json: <dir>/<video id>/*.json, one file per source frame
+    dwpose_detector: str | None = None  # dwpose: the YOLOX person detector ONNX (e.g. yolox_l.onnx)
+    dwpose_model: str | None = None  # dwpose: the whole-body RTMPose ONNX (e.g. dw-ll_ucoco_384.onnx)
     conf_threshold: float = 0.3
 
 
@@ -103,6 +107,19 @@ class PrepareConfig:
                 )
             if not Path(self.pose.keypoints_dir).is_dir():
                 raise PrepareError(f"pose.keypoints_dir={self.pose.keypoints_dir}: no such folder")
+        if self.pose.backend == "dwpose":
+            for option in ("dwpose_detector", "dwpose_model"):
+                path = getattr(self.pose, option)
+                if not path or not Path(path).is_file():
+                    raise PrepareError(
+                        f"pose.{option}={path}: no such ONNX file. pose.backend=dwpose runs DWPose from its two "
+                        "ONNX files (yolox_l.onnx -> pose.dwpose_detector, dw-ll_ucoco_384.onnx -> "
+                        "pose.dwpose_model), which cannot be downloaded here: get them from the DWPose release"
+                    )
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError as e:
+                raise PrepareError('pose.backend=dwpose needs onnxruntime: pip install -e ".[pose]"') from e
         if not 0.0 <= self.test_fraction < 1.0:
             raise PrepareError(f"test_fraction={self.test_fraction}: must be in [0, 1)")
 
@@ -271,6 +288,8 @@ def prepare_video(cfg: PrepareConfig, video: SourceVideo) -> dict:
         if cfg.pose.backend == "openpose_json":
             body, face = read_openpose_json(Path(cfg.pose.keypoints_dir) / video.id, n_source)
             body, face = body[indices], face[indices]
+        else:
+            body, face = _dwpose(cfg)(frames)
         out, (sx, sy, ox, oy) = _transform(frames, cfg.size)
         h, w = cfg.size
         for kp in (body, face):
@@ -312,6 +331,19 @@ def prepare_video(cfg: PrepareConfig, video: SourceVideo) -> dict:
         "frames_with_face": faces,
         "seconds": time.perf_counter() - t0,
     }
+
+
+_DWPOSE: dict = {}
+
+
+def _dwpose(cfg: PrepareConfig):
+    """One DWPose per process (the ONNX sessions are built once, in each worker)."""
+    from dancelcm.data.dwpose import DWPose
+
+    key = (cfg.pose.dwpose_detector, cfg.pose.dwpose_model)
+    if key not in _DWPOSE:
+        _DWPOSE[key] = DWPose(*key)
+    return _DWPOSE[key]
 
 
 def _prepare_star(args) -> dict:
