@@ -22,27 +22,60 @@ CONFIG_NAME = "animator_config.json"
 WEIGHTS_NAME = "animator.safetensors"  # the single-file layout of earlier versions (still loaded)
 BACKBONE_DIR = "unet"
 CONDITIONERS_NAME = "conditioners.safetensors"
-BACKBONES = ("unet3d",)
+BACKBONES = ("unet3d", "unet_motion")
 
 
 def _build_backbone(
-    kind: str, in_channels: int, out_channels: int, cross_attention_dim: int, pretrained: str | None, config: dict
+    kind: str,
+    in_channels: int,
+    out_channels: int,
+    cross_attention_dim: int,
+    pretrained: str | None,
+    config: dict,
+    motion_adapter: str | None = None,
 ) -> nn.Module:
+    """``unet3d``: diffusers ``UNet3DConditionModel`` (the ModelScope / VGen text-to-video layout).
+    ``unet_motion``: AnimateDiff's ``UNetMotionModel``, from a local SD ``UNet2DConditionModel`` folder
+    (``pretrained``) plus a local ``MotionAdapter`` folder (``motion_adapter``), or from scratch."""
     if kind not in BACKBONES:
-        raise ValueError(f"model.backbone.kind={kind!r}: choose one of {BACKBONES}")
-    from diffusers import UNet3DConditionModel
-
-    if pretrained:
-        unet = UNet3DConditionModel.from_pretrained(pretrained, local_files_only=True)
-        if unet.config.cross_attention_dim != cross_attention_dim:
-            raise ValueError(
-                f"{pretrained}: cross_attention_dim {unet.config.cross_attention_dim} != model.cross_attention_dim "
-                f"{cross_attention_dim}; set model.cross_attention_dim={unet.config.cross_attention_dim}"
+        raise ValueError(f"model.animator.backbone.kind={kind!r}: choose one of {BACKBONES}")
+    folders = (("pretrained", pretrained), ("motion_adapter", motion_adapter if pretrained else None))
+    for option, folder in folders:
+        if folder and not (Path(folder) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model.animator.backbone.{option}={folder}: no diffusers model folder here (config.json missing)"
             )
-        return _widen_conv_in(unet, in_channels)
-    return UNet3DConditionModel(
-        in_channels=in_channels, out_channels=out_channels, cross_attention_dim=cross_attention_dim, **config
-    )
+    if kind == "unet3d":
+        from diffusers import UNet3DConditionModel
+
+        if pretrained:
+            unet = UNet3DConditionModel.from_pretrained(pretrained, local_files_only=True)
+        else:
+            return UNet3DConditionModel(
+                in_channels=in_channels, out_channels=out_channels, cross_attention_dim=cross_attention_dim, **config
+            )
+    else:
+        from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+        if not pretrained:
+            return UNetMotionModel(
+                in_channels=in_channels, out_channels=out_channels, cross_attention_dim=cross_attention_dim, **config
+            )
+        if not motion_adapter:
+            raise ValueError(
+                "model.animator.backbone.kind=unet_motion with a pretrained SD UNet needs "
+                "model.animator.backbone.motion_adapter=DIR (a local diffusers MotionAdapter folder)"
+            )
+        unet2d = UNet2DConditionModel.from_pretrained(pretrained, local_files_only=True)
+        adapter = MotionAdapter.from_pretrained(motion_adapter, local_files_only=True)
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    if unet.config.cross_attention_dim != cross_attention_dim:
+        raise ValueError(
+            f"{pretrained}: cross_attention_dim {unet.config.cross_attention_dim} != "
+            f"model.animator.cross_attention_dim {cross_attention_dim}; "
+            f"set model.animator.cross_attention_dim={unet.config.cross_attention_dim}"
+        )
+    return _widen_conv_in(unet, in_channels)
 
 
 def _widen_conv_in(unet: nn.Module, in_channels: int) -> nn.Module:
@@ -105,8 +138,11 @@ class Animator(nn.Module):
         self.embedders = nn.ModuleDict(embedders)
         in_channels = latent_channels + sum(e.concat_channels for e in self.embedders.values())
         bb = dict(backbone or {})
-        kind, pretrained = bb.pop("kind", "unet3d"), bb.pop("pretrained", None)
-        self.backbone = _build_backbone(kind, in_channels, latent_channels, cross_attention_dim, pretrained, bb)
+        kind, pretrained, adapter = bb.pop("kind", "unet3d"), bb.pop("pretrained", None), bb.pop("motion_adapter", None)
+        self.backbone_kind = kind
+        self.backbone = _build_backbone(
+            kind, in_channels, latent_channels, cross_attention_dim, pretrained, bb, adapter
+        )
         self.null_context = nn.Parameter(torch.zeros(1, 1, cross_attention_dim))
         if any(getattr(e, "token_dim", None) for e in self.embedders.values()):
             # only read when no embedder gives tokens: frozen here, else DDP reports an unused parameter
@@ -133,6 +169,8 @@ class Animator(nn.Module):
             if out.tokens is not None:
                 tokens.append(out.tokens)
         context = torch.cat(tokens, dim=1) if tokens else self.null_context.expand(b, -1, -1)
+        if self.backbone_kind == "unet_motion":  # its spatial blocks see frames as a batch of images
+            context = context.repeat_interleave(f, dim=0)
         t = t.expand(b) if t.ndim == 1 and t.shape[0] == 1 else t
         return self.backbone(torch.cat(concat, dim=1), t, encoder_hidden_states=context.to(x_t.dtype)).sample
 
@@ -152,7 +190,7 @@ class Animator(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         cfg = dict(self.config)
-        cfg["backbone"] = {**cfg["backbone"], "pretrained": None, **self._backbone_arch()}
+        cfg["backbone"] = {**cfg["backbone"], "pretrained": None, "motion_adapter": None, **self._backbone_arch()}
         (d / CONFIG_NAME).write_text(json.dumps(cfg, indent=1))
         self.backbone.save_pretrained(str(d / BACKBONE_DIR), safe_serialization=True)
         rest = {
@@ -163,17 +201,13 @@ class Animator(nn.Module):
         return d
 
     def _backbone_arch(self) -> dict:
-        """The backbone's full architecture (so a loaded pretrained backbone is rebuilt without its folder)."""
-        keep = (
-            "down_block_types",
-            "up_block_types",
-            "block_out_channels",
-            "layers_per_block",
-            "attention_head_dim",
-            "norm_num_groups",
-            "sample_size",
-        )
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.backbone.config.items() if k in keep}
+        """The backbone's full architecture (so a loaded pretrained backbone is rebuilt without its folders)."""
+        skip = ("in_channels", "out_channels", "cross_attention_dim")
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in self.backbone.config.items()
+            if not k.startswith("_") and k not in skip
+        }
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> Animator:

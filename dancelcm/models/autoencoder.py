@@ -64,8 +64,16 @@ class DiffusersAutoencoder(VideoAutoencoder):
 
     def __init__(self, pretrained: str, subfolder: str | None = None, chunk: int = 16, sample: bool = False):
         super().__init__()
+        from pathlib import Path
+
         from diffusers import AutoencoderKL
 
+        folder = Path(pretrained) / (subfolder or "")
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model.autoencoder.pretrained={pretrained}: no AutoencoderKL here ({folder / 'config.json'} "
+                "missing). Point it at a local diffusers VAE folder, e.g. Stable Diffusion's vae/"
+            )
         self.vae = AutoencoderKL.from_pretrained(pretrained, subfolder=subfolder, local_files_only=True)
         self.vae.requires_grad_(False).eval()
         self.scaling = float(self.vae.config.scaling_factor)

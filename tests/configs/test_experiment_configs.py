@@ -57,7 +57,9 @@ def test_experiment_composes_and_instantiates(name, micro_bundle, tmp_path):
     if name.startswith(("tiktok", "ubc")):
         # real-data experiments need local data and a local teacher: they stop at once, naming the option
         assert cfg.model.autoencoder.kind == "diffusers" and cfg.trainer.precision == "bf16-mixed"
-        with pytest.raises(FileNotFoundError, match="method.teacher="):
+        # a teacher experiment starts from local SD / AnimateDiff weights, a distillation from a teacher bundle
+        option = "model.autoencoder.pretrained=" if name.endswith("_teacher") else "method.teacher="
+        with pytest.raises(FileNotFoundError, match=option):
             build_module(_compose([f"+experiment={name}", f"paths.data_dir={tmp_path}"]))
         return
     overrides = _small(name, micro_bundle, tmp_path)
