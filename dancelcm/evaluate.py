@@ -233,10 +233,7 @@ def _family(name: str) -> str:
 
 def plot_quality_vs_nfe(summary: dict, path: Path) -> Path | None:
     """One panel per metric, NFE on a log axis, one line per sampler family (teacher, each student)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from dancelcm.plotting import finish, panel_row
 
     panels = [(k, t) for k, t in PLOT_METRICS if any(k in v for v in summary.values())]
     families: dict[str, list[tuple[int, dict]]] = {}
@@ -245,21 +242,13 @@ def plot_quality_vs_nfe(summary: dict, path: Path) -> Path | None:
             families.setdefault(_family(name), []).append((v["nfe"], v))
     if not panels or not families:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (k, title) in zip(axes[0], panels):
+    fig, axes = panel_row(len(panels), 4.2, 3.4)
+    for ax, (k, _) in zip(axes, panels):
         for fam, pts in families.items():
             pts = sorted((n, v[k]["mean"] if isinstance(v.get(k), dict) else v.get(k)) for n, v in pts if k in v)
             if pts:
                 ax.plot([n for n, _ in pts], [y for _, y in pts], marker="o", label=fam)
-        ax.set_xscale("log")
-        ax.set_xlabel("NFE (network evaluations per clip)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, axes, path, "NFE (network evaluations per clip)", [t for _, t in panels], xlog=True)
 
 
 def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:

@@ -119,28 +119,18 @@ def markdown(entries: list[dict], metrics: list[str]) -> str:
 
 
 def plot(entries: list[dict], metrics: list[str], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from dancelcm.plotting import finish, panel_row
 
     curves = [m for m in metrics if m != "step" and any(len(e["series"].get(m, [])) > 0 for e in entries)]
     if not curves:
         return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
-    for ax, m in zip(axes[0], curves):
+    fig, axes = panel_row(len(curves), 5.0, 3.6)
+    for ax, m in zip(axes, curves):
         for e in entries:
             pts = e["series"].get(m, [])
             if pts:
                 ax.plot([s for s, _ in pts], [v for _, v in pts], marker="." if len(pts) < 30 else None, label=e["run"])
-        ax.set_title(m)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, axes, path, "step", curves)
 
 
 def report(root: str | Path, out: str | Path | None = None, metrics: list[str] | None = None) -> dict:

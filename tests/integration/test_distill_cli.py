@@ -114,8 +114,10 @@ def test_ablation_sweep_runs_each_job_in_its_own_folder(micro_teacher, synthetic
     assert empty.returncode != 0 and "runs=" in empty.stderr and "no such folder" in empty.stderr
 
 
-def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(micro_teacher, synthetic_root, tmp_path):
-    run = tmp_path / "k4"
+@pytest.fixture(scope="module")
+def one_step_k4(micro_teacher, synthetic_root, tmp_path_factory):
+    """A DanceLCM K=4 micro run of one step, shared by the tests that only need its export."""
+    run = tmp_path_factory.mktemp("k4") / "run"
     _run(
         [
             "dancelcm.train",
@@ -127,8 +129,15 @@ def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(micro_t
             "trainer.max_steps=1",
             "callbacks.sample_videos=null",
         ],
-        tmp_path,
+        run.parent,
     )
+    return run
+
+
+def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(
+    one_step_k4, micro_teacher, synthetic_root, tmp_path
+):
+    run = one_step_k4
     out = tmp_path / "eval"
     _run(
         [
@@ -196,26 +205,13 @@ def test_wandb_offline_run_groups_by_ablation_with_flat_config(micro_teacher, sy
     assert len(ids) == 1
 
 
-def test_animate_with_an_exported_student_at_1_2_4_steps(micro_teacher, synthetic_root, tmp_path):
+def test_animate_with_an_exported_student_at_1_2_4_steps(one_step_k4, synthetic_root, tmp_path):
     from PIL import Image
 
     from dancelcm.data import layout
     from dancelcm.data.reader import FrameSource, read_faces, read_frames
 
-    run = tmp_path / "k4"
-    _run(
-        [
-            "dancelcm.train",
-            "+experiment=synthetic_k4",
-            f"data.root={synthetic_root}",
-            f"hydra.run.dir={run}",
-            f"method.teacher={micro_teacher}",
-            *DISTILL_MICRO,
-            "trainer.max_steps=1",
-            "callbacks.sample_videos=null",
-        ],
-        tmp_path,
-    )
+    run = one_step_k4
     d = layout.video_dir(synthetic_root, layout.read_split(synthetic_root, "test")[0])
     Image.fromarray(read_frames(d)[0]).save(tmp_path / "ref.png")
     first = read_faces(d, len(read_frames(d)))[0]
