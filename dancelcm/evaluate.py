@@ -101,6 +101,7 @@ def evaluate(
     max_clips: int | None = None,
     device: str = "cpu",
     reference: str | None = None,
+    perceptual=None,
 ) -> dict:
     """Run every sampler over the loader; returns ``{sampler: {metric: {mean, std, n}}, ...}`` and per-clip rows.
 
@@ -118,6 +119,14 @@ def evaluate(
         s.name: {"nfe": s.nfe, "seconds": 0.0, "clips": 0, "per_clip": {}, "video_ids": []} for s in samplers
     }
     feats: dict[str, list[torch.Tensor]] = {s.name: [] for s in samplers} | {"__real__": []}
+    # LPIPS / FID / FID-VID / FVD feature sets when their networks were given: {sampler: {metric: [tensors]}}
+    pfeats: dict[str, dict[str, list[torch.Tensor]]] = {s.name: {} for s in samplers} | {"__real__": {}}
+
+    def add_perceptual(name: str, video: torch.Tensor) -> None:
+        if perceptual:
+            for k, v in perceptual.features(video).items():
+                pfeats[name].setdefault(k, []).append(v)
+
     seen = 0
     total = min(len(loader.dataset), max_clips or len(loader.dataset))
     bar = tqdm(total=total * len(samplers), desc="evaluating", unit="clip")
@@ -133,6 +142,7 @@ def evaluate(
         noise = clip_noise(batch["clip_index"], latent_shape(batch), seed).to(device)
         if feature_net is not None:
             feats["__real__"].append(frame_features(feature_net, batch["video"].cpu()))
+        add_perceptual("__real__", batch["video"])
         ref_video = None
         for s in order:
             t0 = time.perf_counter()
@@ -142,6 +152,9 @@ def evaluate(
             r["seconds"] += dt
             r["clips"] += b
             metrics = clip_metrics(video, batch)
+            lp = perceptual.lpips(video, batch["video"]) if perceptual else None
+            if lp is not None:
+                metrics["lpips"] = lp
             if s.name == reference:
                 ref_video = video
             elif ref_video is not None:  # the reference itself would score infinity
@@ -150,6 +163,7 @@ def evaluate(
                 r["per_clip"].setdefault(k, []).extend(v.cpu().tolist())
             if feature_net is not None:
                 feats[s.name].append(frame_features(feature_net, video.cpu()))
+            add_perceptual(s.name, video)
             r["video_ids"].extend(batch["video_id"])
             bar.update(b)
     bar.close()
@@ -167,6 +181,8 @@ def evaluate(
             }
         if feature_net is not None:
             entry["fd"] = frechet_distance(torch.cat(feats[s.name]), torch.cat(feats["__real__"]))
+        for k, parts in pfeats[s.name].items():  # fid, fvd, fid_vid
+            entry[k] = frechet_distance(torch.cat(parts), torch.cat(pfeats["__real__"][k]))
         summary[s.name] = entry
     return {
         "samplers": summary,
@@ -189,6 +205,10 @@ TABLE_COLUMNS = (
     ("psnr_motion", "PSNR motion"),
     ("sharpness", "sharpness"),
     ("fd", "FD"),
+    ("lpips", "LPIPS"),
+    ("fid", "FID"),
+    ("fid_vid", "FID-VID"),
+    ("fvd", "FVD"),
 )
 
 
@@ -203,7 +223,7 @@ def markdown_table(summary: dict, columns=TABLE_COLUMNS) -> str:
             if x is None:
                 cells.append("")
             elif isinstance(x, dict):
-                fmt = ".3f" if k.startswith(("ssim", "sharp")) else ".2f"
+                fmt = ".3f" if k.startswith(("ssim", "sharp", "lpips")) else ".2f"
                 if math.isnan(x["mean"]):
                     cells.append("–")  # the region never occurs in these clips
                 elif math.isnan(x["std"]):
@@ -278,10 +298,17 @@ def main() -> None:
         from hydra.utils import instantiate
 
         from dancelcm.metrics.features import FrameEncoder
+        from dancelcm.metrics.perceptual import PerceptualMetrics
         from dancelcm.models.bundle import load_bundle
 
         torch.manual_seed(cfg.seed)
+        device = (
+            "cuda" if cfg.device == "auto" and torch.cuda.is_available() else str(cfg.device).replace("auto", "cpu")
+        )
         bundle = load_bundle(cfg.teacher, make_command="python -m dancelcm.train +experiment=synthetic_teacher")
+        for b in (bundle.animator, bundle.autoencoder):
+            if isinstance(b, torch.nn.Module):
+                b.to(device)
         dm = instantiate(cfg.data)
         dm.setup("validate")
         loader = dm.val_dataloader()
@@ -301,6 +328,9 @@ def main() -> None:
                 samplers.append(ref)
         for label, directory in (cfg.students or {}).items():
             sb = load_bundle(directory)
+            sb.animator.to(device)
+            if isinstance(sb.autoencoder, torch.nn.Module):
+                sb.autoencoder.to(device)
             for steps in cfg.student_steps:
                 spec = student_sampler(sb, int(steps), cfg.seed)
                 spec.name = f"{label} {spec.name}"
@@ -312,7 +342,18 @@ def main() -> None:
             return (c, f, h // fac, w // fac)
 
         feature_net = FrameEncoder.load(cfg.feature_net) if cfg.feature_net else None
-        result = evaluate(samplers, loader, latent_shape, feature_net, cfg.seed, cfg.max_clips, reference=reference)
+        perceptual = PerceptualMetrics(cfg.get("perceptual"), device)
+        result = evaluate(
+            samplers,
+            loader,
+            latent_shape,
+            feature_net,
+            cfg.seed,
+            cfg.max_clips,
+            device=device,
+            reference=reference,
+            perceptual=perceptual,
+        )
         from hydra.core.hydra_config import HydraConfig
 
         overrides = " ".join(HydraConfig.get().overrides.task)
