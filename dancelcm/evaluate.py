@@ -102,6 +102,7 @@ def evaluate(
     device: str = "cpu",
     reference: str | None = None,
     perceptual=None,
+    keep_clips: int = 0,
 ) -> dict:
     """Run every sampler over the loader; returns ``{sampler: {metric: {mean, std, n}}, ...}`` and per-clip rows.
 
@@ -127,6 +128,8 @@ def evaluate(
             for k, v in perceptual.features(video).items():
                 pfeats[name].setdefault(k, []).append(v)
 
+    kept: dict[str, torch.Tensor] = {}  # the first keep_clips clips of every sampler, for samples.{mp4,png}
+    kept_batch: dict | None = None
     seen = 0
     total = min(len(loader.dataset), max_clips or len(loader.dataset))
     bar = tqdm(total=total * len(samplers), desc="evaluating", unit="clip")
@@ -144,6 +147,8 @@ def evaluate(
             feats["__real__"].append(frame_features(feature_net, batch["video"].cpu()))
         add_perceptual("__real__", batch["video"])
         ref_video = None
+        if keep_clips and kept_batch is None:
+            kept_batch = {k: (v[:keep_clips].cpu() if torch.is_tensor(v) else v[:keep_clips]) for k, v in batch.items()}
         for s in order:
             t0 = time.perf_counter()
             video = s.fn(batch, noise)
@@ -164,6 +169,8 @@ def evaluate(
             if feature_net is not None:
                 feats[s.name].append(frame_features(feature_net, video.cpu()))
             add_perceptual(s.name, video)
+            if keep_clips and s.name not in kept:
+                kept[s.name] = video[:keep_clips].cpu()
             r["video_ids"].extend(batch["video_id"])
             bar.update(b)
     bar.close()
@@ -185,6 +192,7 @@ def evaluate(
             entry[k] = frechet_distance(torch.cat(parts), torch.cat(pfeats["__real__"][k]))
         summary[s.name] = entry
     return {
+        "kept": ({"batch": kept_batch, "samples": {s.name: kept[s.name] for s in samplers}} if kept else None),
         "samplers": summary,
         "per_clip": {s.name: results[s.name]["per_clip"] for s in samplers},
         "video_ids": {s.name: results[s.name]["video_ids"] for s in samplers},
@@ -276,6 +284,13 @@ def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:
     plot_quality_vs_nfe(result["samplers"], out_dir / "quality_vs_nfe.png")
     (out_dir / "metrics.json").write_text(json.dumps(result["samplers"], indent=1))
     table = markdown_table(result["samplers"])
+    if result.get("kept"):
+        from dancelcm.callbacks.samples import write_samples
+
+        kept = result["kept"]
+        write_samples(out_dir, "samples", kept["batch"], kept["samples"])
+        rows = " | ".join(["pose", "ground truth", *kept["samples"]])
+        table += f"\n\n`samples.png` / `samples.mp4`, per clip, the reference frame then one row each: {rows}."
     (out_dir / "table.md").write_text((header + "\n\n" if header else "") + table + "\n")
     with open(out_dir / "per_clip.csv", "w") as f:
         keys = sorted({k for v in result["per_clip"].values() for k in v})
@@ -353,6 +368,7 @@ def main() -> None:
             device=device,
             reference=reference,
             perceptual=perceptual,
+            keep_clips=int(cfg.get("sample_clips") or 0),
         )
         from hydra.core.hydra_config import HydraConfig
 
@@ -364,7 +380,7 @@ def main() -> None:
         )
         write_outputs(result, Path(cfg.out_dir), header)
         log.info("\n%s", markdown_table(result["samplers"]))
-        log.info("wrote %s/{metrics.json,table.md,per_clip.csv,quality_vs_nfe.png}", cfg.out_dir)
+        log.info("wrote %s/{metrics.json,table.md,per_clip.csv,quality_vs_nfe.png,samples.png}", cfg.out_dir)
 
     _run()
 

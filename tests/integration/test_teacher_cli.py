@@ -139,6 +139,7 @@ def test_evaluate_writes_the_table(trained, synthetic_root, tmp_path):
     table = (out / "table.md").read_text()
     assert "teacher DDIM-1 CFG 2" in table and "Command: `python -m dancelcm.evaluate" in table
     assert (out / "quality_vs_nfe.png").stat().st_size > 1000
+    assert (out / "samples.png").is_file() and (out / "samples.mp4").is_file() and "samples.png" in table
 
 
 def test_sampler_families_for_the_plot():
