@@ -181,12 +181,7 @@ def run(cfg: DictConfig, run_dir: Path):
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from dancelcm.callbacks.preemption import Preemption
-
-    trainer, _ = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    preempted = next((c for c in trainer.callbacks if isinstance(c, Preemption) and c.received), None)
-    if preempted is not None:
-        raise SystemExit(preempted.exit_code)
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))  # a preemption ends it with SystemExit(128 + signal)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ def test_preemption_signal_checkpoints_and_resumes_exactly(sig, uninterrupted, m
     assert ckpt["global_step"] == 3
     first = _losses(run)  # a clean stop flushes the CSV: steps 0-2
     assert sorted(first) == [0, 1, 2]
+    with open(next((run / "csv").glob("version_*/metrics.csv"))) as fh:  # it stopped at once: no validation
+        assert not any(r.get("val/loss_cd") for r in csv.DictReader(fh))
     run_module([*base, "ckpt_path=auto"], tmp_path)
     losses = _losses(run)
     assert sorted(losses) == list(range(STEPS))
