@@ -164,25 +164,18 @@ def _fit_steps(module, batch: dict, steps: int, cfg) -> float:
 
 
 def bench_training(cfg, teacher_dir: Path, batch: dict) -> dict:
-    from dancelcm.lit.builders import animator_kwargs, data_geometry, plain
-    from dancelcm.lit.distill import DistillModule
-    from dancelcm.lit.teacher import TeacherModule
+    from omegaconf import OmegaConf, open_dict
 
-    model, method = plain(cfg.model), plain(cfg.method)
-    plain_module = TeacherModule(
-        model=animator_kwargs(model, cfg.data.resolution),
-        autoencoder=model["autoencoder"],
-        scheduler=model["scheduler"],
-        data=data_geometry(plain(cfg.data)),
-        ema_decay=0.999,
-        condition_dropout={"reference": 0.1},
-    )
-    method.pop("kind")
-    method.pop("face", None)
-    method.update(teacher=str(teacher_dir), validation={"teacher_steps": 2, "student_steps": [1]})
-    method["segments"]["num_grid"] = int(cfg.bench.num_grid)
-    face_size = int(cfg.data.face_size) // plain_module.autoencoder.factor
-    distill = DistillModule(face={"face_latent_size": face_size}, data=data_geometry(plain(cfg.data)), **method)
+    from dancelcm.lit.builders import build_module
+
+    plain_cfg, distill_cfg = cfg.copy(), cfg.copy()
+    with open_dict(plain_cfg), open_dict(distill_cfg):
+        # the same network trained with the plain diffusion objective (the teacher method's defaults)
+        plain_cfg.method = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "method" / "teacher.yaml")
+        distill_cfg.method.teacher = str(teacher_dir)
+        distill_cfg.method.validation = {"teacher_steps": 2, "student_steps": [1]}
+        distill_cfg.method.segments.num_grid = int(cfg.bench.num_grid)
+    plain_module, distill = build_module(plain_cfg), build_module(distill_cfg)
     steps = int(cfg.bench.train_steps)
     t_plain = _fit_steps(plain_module, batch, steps, cfg)
     t_distill = _fit_steps(distill, batch, steps, cfg)

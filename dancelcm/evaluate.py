@@ -317,13 +317,9 @@ def main() -> None:
         from dancelcm.models.bundle import load_bundle
 
         torch.manual_seed(cfg.seed)
-        device = (
-            "cuda" if cfg.device == "auto" and torch.cuda.is_available() else str(cfg.device).replace("auto", "cpu")
-        )
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
         bundle = load_bundle(cfg.teacher, make_command="python -m dancelcm.train +experiment=synthetic_teacher")
-        for b in (bundle.animator, bundle.autoencoder):
-            if isinstance(b, torch.nn.Module):
-                b.to(device)
+        bundle.to(device)
         dm = instantiate(cfg.data)
         dm.setup("validate")
         loader = dm.val_dataloader()
@@ -342,10 +338,7 @@ def main() -> None:
             if all(sp.name != ref.name for sp in samplers):
                 samplers.append(ref)
         for label, directory in (cfg.students or {}).items():
-            sb = load_bundle(directory)
-            sb.animator.to(device)
-            if isinstance(sb.autoencoder, torch.nn.Module):
-                sb.autoencoder.to(device)
+            sb = load_bundle(directory).to(device)
             for steps in cfg.student_steps:
                 spec = student_sampler(sb, int(steps), cfg.seed)
                 spec.name = f"{label} {spec.name}"

@@ -246,10 +246,7 @@ def _source_frames(path: Path, cfg: PrepareConfig) -> tuple[np.ndarray, list[int
     from dancelcm.data.reader import FrameSource
 
     src = FrameSource(path)
-    if src._reader is not None:  # a video file knows its rate
-        rate = float(src._reader.get_avg_fps()) or cfg.source_fps
-    else:
-        rate = cfg.source_fps
+    rate = src.fps or cfg.source_fps  # frame folders carry no rate
     n = len(src)
     step = max(1, int(round(rate / cfg.fps))) if cfg.fps else 1
     indices = list(range(0, n, step))

@@ -83,6 +83,11 @@ class FrameSource:
         except Exception as e:
             raise DataError(self.path, f"frames {indices[0]}..{indices[-1]} cannot be decoded: {_short(e)}") from e
 
+    @property
+    def fps(self) -> float | None:
+        """The video file's average frame rate; None for a frames folder (it carries no rate)."""
+        return (float(self._reader.get_avg_fps()) or None) if self._reader is not None else None
+
     def frame_size(self) -> tuple[int, int]:
         if self._files is not None:
             from PIL import Image

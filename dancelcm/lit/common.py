@@ -131,6 +131,18 @@ class NonFinite:
         module.log("train/nonfinite_skipped", float(self.skipped))
         return False
 
+    def check_gradients(self, module, parameters, optimizer) -> torch.Tensor | None:
+        """The total gradient norm when finite; otherwise the gradients are dropped (AdamW then leaves every
+        parameter untouched) or the run stops, per the policy. None without gradients or when dropped."""
+        norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
+        if not norms:
+            return None
+        total = torch.stack(norms).norm()
+        if self.check(module, total, "gradient norm"):
+            return total
+        optimizer.zero_grad(set_to_none=True)
+        return None
+
 
 def warmup_constant(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))

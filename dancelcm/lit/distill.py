@@ -276,12 +276,8 @@ class DistillModule(L.LightningModule):
         return out.loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        norms = [p.grad.detach().norm() for p in self.student.parameters() if p.grad is not None]
-        if norms:
-            total = torch.stack(norms).norm()
-            if not self.nonfinite.check(self, total, "gradient norm"):
-                optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without a gradient untouched
-                return
+        total = self.nonfinite.check_gradients(self, self.student.parameters(), optimizer)
+        if total is not None:
             self.log("train/grad_norm", total)
 
     def on_before_zero_grad(self, optimizer) -> None:

@@ -108,9 +108,7 @@ class TeacherModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        grads = [p.grad for p in self.animator.parameters() if p.grad is not None]
-        if grads and not self.nonfinite.check(self, torch.stack([g.norm() for g in grads]).norm(), "gradient norm"):
-            optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without a gradient untouched
+        self.nonfinite.check_gradients(self, self.animator.parameters(), optimizer)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:

@@ -28,8 +28,14 @@ from dancelcm.models.autoencoder import build_autoencoder
 class Bundle:
     animator: Animator
     schedule: NoiseSchedule
-    autoencoder: object
+    autoencoder: object  # a VideoAutoencoder (an nn.Module)
     meta: dict
+
+    def to(self, device) -> Bundle:
+        """The animator and the autoencoder on ``device`` (the schedule moves with the tensors it meets)."""
+        self.animator.to(device)
+        self.autoencoder.to(device)
+        return self
 
 
 def save_bundle(directory: str | Path, animator: Animator, meta: dict) -> Path:

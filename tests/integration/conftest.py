@@ -21,6 +21,15 @@ MICRO = [
     "trainer.enable_progress_bar=false",
 ]
 
+# evaluate at micro size: 2 held-out clips of 4 frames at 32 px
+EVAL_MICRO = [
+    "data.resolution=32",
+    "data.num_frames=4",
+    "data.val_batch_size=2",
+    "data.num_workers=0",
+    "max_clips=2",
+]
+
 _run = run_module
 
 

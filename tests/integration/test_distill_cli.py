@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import run_module
-from tests.integration.conftest import MICRO
+from tests.integration.conftest import EVAL_MICRO, MICRO
 
 DISTILL_MICRO = [m for m in MICRO if not m.startswith("method.sampling")] + [
     "method.validation.teacher_steps=2",
@@ -144,12 +144,8 @@ def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(
             "dancelcm.evaluate",
             f"teacher={micro_teacher}",
             f"data.root={synthetic_root}",
-            "data.resolution=32",
-            "data.num_frames=4",
+            *EVAL_MICRO,
             "data.face_size=16",
-            "data.val_batch_size=2",
-            "data.num_workers=0",
-            "max_clips=2",
             "teacher_steps=[2]",
             "guidance=[2.0]",
             "vs_teacher.steps=2",

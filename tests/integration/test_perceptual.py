@@ -88,6 +88,7 @@ def test_evaluate_reports_them(nets, micro_teacher, synthetic_root, tmp_path):
     import json
 
     from tests.conftest import run_module
+    from tests.integration.conftest import EVAL_MICRO
 
     out = tmp_path / "eval"
     run_module(
@@ -95,11 +96,7 @@ def test_evaluate_reports_them(nets, micro_teacher, synthetic_root, tmp_path):
             "dancelcm.evaluate",
             f"teacher={micro_teacher}",
             f"data.root={synthetic_root}",
-            "data.resolution=32",
-            "data.num_frames=4",
-            "data.val_batch_size=2",
-            "data.num_workers=0",
-            "max_clips=2",
+            *EVAL_MICRO,
             "teacher_steps=[1]",
             "guidance=[1.0]",
             "vs_teacher=null",

@@ -9,7 +9,7 @@ from PIL import Image
 from dancelcm.data import layout
 from dancelcm.data.reader import read_frames
 from tests.conftest import run_module
-from tests.integration.conftest import MICRO
+from tests.integration.conftest import EVAL_MICRO, MICRO
 
 _run = run_module
 
@@ -110,11 +110,7 @@ def test_evaluate_writes_the_table(trained, synthetic_root, tmp_path):
             "dancelcm.evaluate",
             f"teacher={trained[0] / 'export'}",
             f"data.root={synthetic_root}",
-            "data.resolution=32",
-            "data.num_frames=4",
-            "data.val_batch_size=2",
-            "data.num_workers=0",
-            "max_clips=2",
+            *EVAL_MICRO,
             "teacher_steps=[2,1]",
             "guidance=[1.0,2.0]",
             "vs_teacher.steps=2",
