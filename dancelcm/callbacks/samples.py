@@ -113,7 +113,10 @@ class ExportBundle(L.Callback):
             from dancelcm.models.bundle import save_bundle
 
             d = save_bundle(
-                Path(trainer.default_root_dir) / self.dirname, pl_module.sampling_net, pl_module.bundle_meta()
+                Path(trainer.default_root_dir) / self.dirname,
+                pl_module.sampling_net,
+                pl_module.bundle_meta(),
+                autoencoder=pl_module.autoencoder,
             )
             log.info("exported the model at step %d to %s", trainer.global_step, d)
 

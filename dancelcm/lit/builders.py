@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +23,11 @@ def latent_geometry(model_cfg: dict, resolution) -> tuple[int, int, tuple[int, i
     else:
         factor = int(ae.get("factor", 8))
         channels = int(model_cfg.get("latent_channels", 4))
+        config = Path(ae.get("pretrained") or "") / (ae.get("subfolder") or "") / "config.json"
+        if ae.get("pretrained") and config.is_file():  # the folder's own geometry wins over the yaml's
+            vae = json.loads(config.read_text())
+            factor = 2 ** (len(vae["block_out_channels"]) - 1)
+            channels = int(vae["latent_channels"])
     h, w = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     if h % factor or w % factor:
         raise ValueError(f"data.resolution={resolution} is not divisible by the autoencoder factor {factor}")

@@ -8,6 +8,8 @@
     DIR/unet/                            the backbone in diffusers format (UNet3DConditionModel)
     DIR/conditioners.safetensors         pose guider, reference and face embedders
     DIR/scheduler/scheduler_config.json  the noise schedule as a diffusers DDIMScheduler
+    DIR/vae/                             a learned autoencoder (diffusers AutoencoderKL), copied in so the
+                                         folder is self-contained (``bundle.json`` then names it ``vae``)
 
 Teachers are shipped and loaded this way; the distillation rebuilds its frozen teacher from such a
 folder instead of storing it, and exports its student the same way (``<run>/export``).
@@ -38,12 +40,20 @@ class Bundle:
         return self
 
 
-def save_bundle(directory: str | Path, animator: Animator, meta: dict) -> Path:
+def save_bundle(directory: str | Path, animator: Animator, meta: dict, autoencoder=None) -> Path:
+    """Write the bundle. A learned ``autoencoder`` (``DiffusersAutoencoder``) is saved into ``DIR/vae`` and
+    ``meta['autoencoder']['pretrained']`` rewritten to that relative name; the patch autoencoder has no weights."""
     for key in ("scheduler", "autoencoder", "data"):
         if key not in meta:
             raise ValueError(f"bundle meta needs {key!r}")
     d = animator.save_pretrained(directory)
     from diffusers import DDIMScheduler
+
+    from dancelcm.models.autoencoder import DiffusersAutoencoder
+
+    if isinstance(autoencoder, DiffusersAutoencoder):
+        autoencoder.vae.save_pretrained(str(d / "vae"), safe_serialization=True)
+        meta = {**meta, "autoencoder": {**meta["autoencoder"], "pretrained": "vae", "subfolder": None}}
 
     DDIMScheduler.from_config(meta["scheduler"]).save_pretrained(str(d / "scheduler"))
     (d / "bundle.json").write_text(json.dumps(meta, indent=1))
@@ -58,4 +68,8 @@ def load_bundle(directory: str | Path, make_command: str | None = None) -> Bundl
     meta = json.loads((d / "bundle.json").read_text())
     animator = Animator.from_pretrained(d)
     schedule = NoiseSchedule.from_scheduler_config(meta["scheduler"])
-    return Bundle(animator, schedule, build_autoencoder(**meta["autoencoder"]), meta)
+    ae = dict(meta["autoencoder"])
+    inside = d / str(ae.get("pretrained") or "")
+    if ae.get("kind") == "diffusers" and ae.get("pretrained") and (inside / "config.json").is_file():
+        ae["pretrained"] = str(inside)  # the copy inside the bundle (see save_bundle)
+    return Bundle(animator, schedule, build_autoencoder(**ae), meta)

@@ -167,6 +167,33 @@ def test_diffusers_vae_loads_from_a_local_folder(tmp_path):
         build_autoencoder("diffusers")
 
 
+def test_a_bundle_with_a_learned_vae_carries_a_copy_and_loads_from_anywhere(tmp_path, monkeypatch):
+    from dancelcm.lit.builders import latent_geometry
+    from dancelcm.models.bundle import load_bundle, save_bundle
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16],
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=12,
+        norm_num_groups=4,
+    )
+    vae.save_pretrained(tmp_path / "src_vae")
+    model_cfg = {"autoencoder": {"kind": "diffusers", "pretrained": str(tmp_path / "src_vae")}, "latent_channels": 4}
+    # the folder's own geometry wins over the yaml's latent_channels
+    assert latent_geometry(model_cfg, 8) == (12, 2, (4, 4))
+    ae = build_autoencoder(**model_cfg["autoencoder"])
+    meta = {"kind": "teacher", "scheduler": {"num_train_timesteps": 1000}, "autoencoder": model_cfg["autoencoder"]}
+    d = save_bundle(tmp_path / "bundle", tiny_animator(), {**meta, "data": {}}, autoencoder=ae)
+    assert (d / "vae" / "config.json").is_file()
+    (tmp_path / "src_vae" / "config.json").unlink()  # the source folder is gone: the bundle's copy is used
+    monkeypatch.chdir(tmp_path.parent)
+    b = load_bundle(d)
+    v = torch.rand(1, 2, 3, 8, 8) * 2 - 1
+    torch.testing.assert_close(b.autoencoder.encode(v), ae.encode(v))
+
+
 def test_ema_moves_toward_the_online_weights_in_fp32():
     online = torch.nn.Linear(2, 2)
     ema = EMA(online, decay=0.9)
