@@ -32,7 +32,7 @@ def test_training_writes_checkpoints_metrics_samples_and_export(trained):
     assert strip.height == 32 * 4 * 2
     bundle = json.loads((run_dir / "export" / "bundle.json").read_text())
     assert bundle["kind"] == "teacher" and bundle["training"]["global_step"] == 4
-    assert bundle["scheduler"]["prediction_type"] == "v_prediction"
+    assert bundle["scheduler"]["prediction_type"] == "sample"  # x0 output, v-weighted loss (animator_tiny)
 
 
 def test_resume_continues_from_last_checkpoint(trained):
