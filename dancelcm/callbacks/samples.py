@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dancelcm.data.layout import write_video
-from dancelcm.metrics.quality import psnr
+from dancelcm.metrics.quality import psnr, sharpness_ratio
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def write_samples(
 
 class SampleVideos(L.Callback):
     """At each validation end (rank 0): sample the first ``num_clips`` validation clips with fixed noise,
-    write ``samples/step_XXXXXXX.{mp4,png}`` in the run folder, log PSNR and the media to the loggers."""
+    write ``samples/step_XXXXXXX.{mp4,png}`` in the run folder, log PSNR (whole frame and figure), the
+    sharpness ratio and the media to the loggers."""
 
     def __init__(self, num_clips: int = 4, every_n_validations: int = 1, seed: int = 0):
         self.num_clips, self.every, self.seed = num_clips, every_n_validations, seed
@@ -82,6 +83,8 @@ class SampleVideos(L.Callback):
         metrics = {}
         for name, video in samples.items():
             metrics[f"val/psnr_{name}"] = psnr(video, batch["video"]).mean().item()
+            # 1 = as sharp as the ground truth, < 1 blurry, > 1 noisy (whole-frame PSNR rewards blur)
+            metrics[f"val/sharpness_{name}"] = sharpness_ratio(video, batch["video"]).mean().item()
             if "figure_mask" in batch:
                 metrics[f"val/psnr_figure_{name}"] = psnr(video, batch["video"], batch["figure_mask"]).nanmean().item()
         for lg in trainer.loggers:

@@ -26,6 +26,8 @@ def test_training_writes_checkpoints_metrics_samples_and_export(trained):
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) >= 4 and all(torch.isfinite(torch.tensor(losses)))
     assert any(r.get("val/loss_t500") for r in rows)
+    sharp = [float(r[k]) for r in rows for k in r if k.startswith("val/sharpness_") and r[k]]
+    assert sharp and all(s > 0 for s in sharp)  # Laplacian energy ratio of the validation samples
     assert sorted(p.name for p in (run_dir / "samples").iterdir())[-2:] == ["step_0000004.mp4", "step_0000004.png"]
     strip = Image.open(run_dir / "samples" / "step_0000004.png")
     assert strip.width == 32 * 5  # reference + 4 frames; rows: pose, ground truth, two samplers per clip
