@@ -25,9 +25,9 @@ def latent_geometry(model_cfg: dict, resolution) -> tuple[int, int, tuple[int, i
         channels = int(model_cfg.get("latent_channels", 4))
         config = Path(ae.get("pretrained") or "") / (ae.get("subfolder") or "") / "config.json"
         if ae.get("pretrained") and config.is_file():  # the folder's own geometry wins over the yaml's
-            vae = json.loads(config.read_text())
-            factor = 2 ** (len(vae["block_out_channels"]) - 1)
-            channels = int(vae["latent_channels"])
+            from dancelcm.models.autoencoder import vae_geometry
+
+            factor, channels = vae_geometry(json.loads(config.read_text()))
     h, w = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     if h % factor or w % factor:
         raise ValueError(f"data.resolution={resolution} is not divisible by the autoencoder factor {factor}")

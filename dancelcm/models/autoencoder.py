@@ -59,6 +59,12 @@ class PatchAutoencoder(VideoAutoencoder):
         return nn.functional.pixel_shuffle(latents.float() / self.scale, self.factor)
 
 
+def vae_geometry(config) -> tuple[int, int]:
+    """(spatial factor, latent channels) of an ``AutoencoderKL`` config (a dict or its ``config``)."""
+    get = config.get if isinstance(config, dict) else lambda k: getattr(config, k)
+    return 2 ** (len(get("block_out_channels")) - 1), int(get("latent_channels"))
+
+
 class DiffusersAutoencoder(VideoAutoencoder):
     """A frozen ``AutoencoderKL`` from a local folder (``from_pretrained(path)``, never a hub download)."""
 
@@ -77,8 +83,7 @@ class DiffusersAutoencoder(VideoAutoencoder):
         self.vae = AutoencoderKL.from_pretrained(pretrained, subfolder=subfolder, local_files_only=True)
         self.vae.requires_grad_(False).eval()
         self.scaling = float(self.vae.config.scaling_factor)
-        self.latent_channels = int(self.vae.config.latent_channels)
-        self.factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.factor, self.latent_channels = vae_geometry(self.vae.config)
         self.chunk, self.sample = chunk, sample
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -147,15 +147,20 @@ def test_patch_autoencoder_is_exact():
         ae.encode(torch.zeros(1, 1, 3, 10, 8))
 
 
-def test_diffusers_vae_loads_from_a_local_folder(tmp_path):
+def tiny_vae(latent_channels: int) -> AutoencoderKL:
+    """A two-level (factor 2) random-weight AutoencoderKL."""
     torch.manual_seed(0)
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         block_out_channels=[8, 16],
         down_block_types=["DownEncoderBlock2D"] * 2,
         up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=4,
     )
+
+
+def test_diffusers_vae_loads_from_a_local_folder(tmp_path):
+    vae = tiny_vae(latent_channels=4)
     vae.save_pretrained(tmp_path / "vae")
     ae = build_autoencoder("diffusers", pretrained=str(tmp_path / "vae"))
     assert ae.factor == 2 and ae.latent_channels == 4
@@ -171,14 +176,7 @@ def test_a_bundle_with_a_learned_vae_carries_a_copy_and_loads_from_anywhere(tmp_
     from dancelcm.lit.builders import latent_geometry
     from dancelcm.models.bundle import load_bundle, save_bundle
 
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16],
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=12,
-        norm_num_groups=4,
-    )
+    vae = tiny_vae(latent_channels=12)
     vae.save_pretrained(tmp_path / "src_vae")
     model_cfg = {"autoencoder": {"kind": "diffusers", "pretrained": str(tmp_path / "src_vae")}, "latent_channels": 4}
     # the folder's own geometry wins over the yaml's latent_channels
