@@ -91,6 +91,44 @@ def clip_noise(clip_index: torch.Tensor, shape: tuple[int, ...], seed: int) -> t
     )
 
 
+class ReferenceCache:
+    """The reference sampler's videos per clip index in one file (float16), valid for one ``key``: the teacher,
+    its sampler, the seed and the data the clips come from. A file made under another key is not used."""
+
+    def __init__(self, path: str | Path, key: dict):
+        self.path, self.key = Path(path), json.dumps(key, sort_keys=True)
+        self.videos: dict[int, torch.Tensor] = {}
+        self.seconds: dict[int, float] = {}
+        self.dirty = False
+        if self.path.exists():
+            data = torch.load(self.path, weights_only=True)
+            if data.get("key") == self.key:
+                self.videos, self.seconds = data["videos"], data["seconds"]
+                log.info("reference cache %s: %d clips", self.path, len(self.videos))
+            else:
+                log.warning("reference cache %s was made for another teacher/sampler/data; recomputing", self.path)
+
+    def get(self, clip_index: torch.Tensor) -> tuple[torch.Tensor, float] | None:
+        ids = [int(i) for i in clip_index]
+        if not all(i in self.videos for i in ids):
+            return None
+        return torch.stack([self.videos[i] for i in ids]).float(), sum(self.seconds[i] for i in ids)
+
+    def put(self, clip_index: torch.Tensor, video: torch.Tensor, seconds: float) -> None:
+        for i, v in zip(clip_index, video):
+            self.videos[int(i)] = v.detach().cpu().half()
+            self.seconds[int(i)] = seconds / len(video)
+        self.dirty = True
+
+    def save(self) -> None:
+        if self.dirty:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            torch.save({"key": self.key, "videos": self.videos, "seconds": self.seconds}, tmp)
+            tmp.replace(self.path)
+            self.dirty = False
+
+
 @torch.no_grad()
 def evaluate(
     samplers: list[SamplerSpec],
@@ -103,11 +141,14 @@ def evaluate(
     reference: str | None = None,
     perceptual=None,
     keep_clips: int = 0,
+    reference_cache: ReferenceCache | None = None,
 ) -> dict:
     """Run every sampler over the loader; returns ``{sampler: {metric: {mean, std, n}}, ...}`` and per-clip rows.
 
     ``reference`` names one of the samplers (e.g. the teacher's DDIM-50 + CFG): every sampler then also
-    gets ``psnr_vs_teacher``, its PSNR against that sampler's output from the same noise.
+    gets ``psnr_vs_teacher``, its PSNR against that sampler's output from the same noise. With
+    ``reference_cache`` the reference's videos (and their measured seconds) are read from there when
+    present and added to it otherwise, so evaluating many students against one teacher runs it once.
     """
     from dancelcm.metrics.quality import psnr
 
@@ -150,9 +191,15 @@ def evaluate(
         if keep_clips and kept_batch is None:
             kept_batch = {k: (v[:keep_clips].cpu() if torch.is_tensor(v) else v[:keep_clips]) for k, v in batch.items()}
         for s in order:
-            t0 = time.perf_counter()
-            video = s.fn(batch, noise)
-            dt = time.perf_counter() - t0
+            cached = reference_cache.get(batch["clip_index"]) if (reference_cache and s.name == reference) else None
+            if cached is not None:
+                video, dt = cached[0].to(device), cached[1]
+            else:
+                t0 = time.perf_counter()
+                video = s.fn(batch, noise)
+                dt = time.perf_counter() - t0
+                if reference_cache is not None and s.name == reference:
+                    reference_cache.put(batch["clip_index"], video, dt)
             r = results[s.name]
             r["seconds"] += dt
             r["clips"] += b
@@ -174,6 +221,8 @@ def evaluate(
             r["video_ids"].extend(batch["video_id"])
             bar.update(b)
     bar.close()
+    if reference_cache is not None:
+        reference_cache.save()
     summary = {}
     for s in samplers:
         r = results[s.name]
@@ -351,6 +400,18 @@ def main() -> None:
 
         feature_net = FrameEncoder.load(cfg.feature_net) if cfg.feature_net else None
         perceptual = PerceptualMetrics(cfg.get("perceptual"), device)
+        cache = None
+        if reference and cfg.get("reference_cache"):
+            d = cfg.data
+            key = {
+                "teacher": str(Path(cfg.teacher).resolve()),
+                "weights_mtime": max(p.stat().st_mtime for p in Path(cfg.teacher).rglob("*") if p.is_file()),
+                "sampler": reference,
+                "seed": int(cfg.seed),
+                "data": [str(Path(d.root).resolve())]
+                + [d.get(k) for k in ("val_split", "val_clips_per_video", "num_frames", "stride", "resolution")],
+            }
+            cache = ReferenceCache(cfg.reference_cache, key)
         result = evaluate(
             samplers,
             loader,
@@ -362,6 +423,7 @@ def main() -> None:
             reference=reference,
             perceptual=perceptual,
             keep_clips=int(cfg.get("sample_clips") or 0),
+            reference_cache=cache,
         )
         from hydra.core.hydra_config import HydraConfig
 

@@ -5,7 +5,9 @@ A run is a folder with ``csv/version_*/metrics.csv`` (every launch of a resumed 
 and, when Hydra wrote it, ``.hydra/config.yaml`` and ``.hydra/overrides.yaml``. The table has one row per
 run: the config values an ablation varies (K, motion weight, face injection, aux head, ...), the last
 logged value of each metric, and, when ``<run>/eval/metrics.json`` exists (``python -m dancelcm.evaluate
-... out_dir=<run>/eval``), the evaluation's headline numbers for the run's students.
+... out_dir=<run>/eval``), the evaluation's headline numbers for the run's students. Runs that differ only by
+``seed=`` are also averaged: ``over_seeds.json``, a table (mean ± the spread between seeds) and
+``over_seeds.png`` (each metric against student steps, error bars = that spread).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import csv
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import yaml
@@ -118,6 +121,84 @@ def markdown(entries: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def group_key(entry: dict) -> str:
+    """What a run is apart from its seed: its overrides without ``seed=...`` (its name when it has none)."""
+    rest = [o for o in entry["overrides"] if not re.match(r"^\+*seed=", o)]
+    return ",".join(rest) if rest else entry["name"]
+
+
+def over_seeds(entries: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
+    """``{group: {sampler: {metric: {mean, std, n, seeds}}}}``: the evaluation of runs that differ only by their
+    seed, averaged over the seeds; ``std`` is the spread between seeds (NaN with one seed)."""
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        if e["eval"]:
+            groups.setdefault(group_key(e), []).append(e)
+    out: dict[str, dict[str, dict[str, dict]]] = {}
+    for g, runs in groups.items():
+        samplers = sorted({s for e in runs for s in e["eval"]}, key=_sampler_order)
+        for sampler in samplers:
+            for k in EVAL_METRICS:
+                vals = [e["eval"][sampler][k] for e in runs if k in e["eval"].get(sampler, {})]
+                vals = [v for v in vals if v is not None and not math.isnan(v)]
+                if vals:
+                    mean = sum(vals) / len(vals)
+                    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+                    seeds = sorted(str(e["config"].get("seed")) for e in runs if k in e["eval"].get(sampler, {}))
+                    out.setdefault(g, {}).setdefault(sampler, {})[k] = {
+                        "mean": mean,
+                        "std": std,
+                        "n": len(vals),
+                        "seeds": seeds,
+                    }
+    return out
+
+
+def _sampler_order(name: str) -> tuple[int, str]:
+    m = re.search(r"(\d+)-step", name)
+    return (int(m.group(1)) if m else 10**6, name)
+
+
+def seed_table(study: dict) -> str:
+    """Markdown: one row per (run group, sampler), each metric as mean ± spread over seeds (n seeds)."""
+    keys = [k for k in EVAL_METRICS if any(k in m for g in study.values() for m in g.values())]
+    lines = ["| runs | sampler | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 3) + "|"]
+    for g, samplers in study.items():
+        for sampler, m in samplers.items():
+            n = max(v["n"] for v in m.values())
+            cells = []
+            for k in keys:
+                v = m.get(k)
+                if v is None:
+                    cells.append("")
+                else:
+                    fmt = ".3f" if k == "sharpness" else ".2f"
+                    spread = "" if math.isnan(v["std"]) else f" ± {v['std']:{fmt}}"
+                    cells.append(f"{v['mean']:{fmt}}{spread}")
+            lines.append(f"| {g} | {sampler} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_study(study: dict, path: Path) -> Path | None:
+    """One panel per evaluation metric: student steps on x, one line per run group, error bars = seed spread."""
+    from dancelcm.plotting import finish, panel_row
+
+    keys = [k for k in EVAL_METRICS if any(k in m for g in study.values() for s, m in g.items() if "-step" in s)]
+    if not keys:
+        return None
+    fig, axes = panel_row(len(keys), 4.2, 3.4)
+    for ax, k in zip(axes, keys):
+        for g, samplers in study.items():
+            pts = [(_sampler_order(s)[0], m[k]) for s, m in samplers.items() if "-step" in s and k in m]
+            if pts:
+                pts.sort(key=lambda p: p[0])
+                err = [0.0 if math.isnan(v["std"]) else v["std"] for _, v in pts]
+                ax.errorbar(
+                    [n for n, _ in pts], [v["mean"] for _, v in pts], yerr=err, marker="o", capsize=3, label=g[:60]
+                )
+    return finish(fig, axes, path, "student steps", list(keys), xlog=True)
+
+
 def plot(entries: list[dict], metrics: list[str], path: Path) -> Path | None:
     from dancelcm.plotting import finish, panel_row
 
@@ -160,8 +241,19 @@ def report(root: str | Path, out: str | Path | None = None, metrics: list[str] |
                 ]
             )
     png = plot(entries, metrics, out / "report.png")
+    study = over_seeds(entries)
+    if study:
+        (out / "over_seeds.json").write_text(json.dumps(study, indent=1))
+        seeds = seed_table(study)
+        plot_study(study, out / "over_seeds.png")
+        with open(out / "report.md", "a") as fh:
+            fh.write(
+                "\nEvaluation over seeds: runs that differ only by `seed=` averaged; ± is the spread (sample std) "
+                f"between seeds.\n\n{seeds}\n"
+            )
+        table += "\n\n" + seeds
     log.info("%s\n\nwrote %s, %s%s", table, out / "report.md", out / "report.csv", f", {png}" if png else "")
-    return {"runs": entries, "table": table, "out": str(out)}
+    return {"runs": entries, "table": table, "out": str(out), "over_seeds": study}
 
 
 def main() -> None:

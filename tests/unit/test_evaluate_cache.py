@@ -1,0 +1,56 @@
+"""The evaluation's reference cache: many students against one teacher run the teacher once."""
+
+import torch
+
+from dancelcm.evaluate import ReferenceCache, SamplerSpec, evaluate
+
+
+def _loader(n_batches=2, b=3):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n_batches):
+        video = torch.rand(b, 4, 3, 16, 16, generator=g) * 2 - 1
+        out.append({"video": video, "clip_index": torch.arange(i * b, (i + 1) * b), "video_id": [f"v{i}"] * b})
+    return out
+
+
+class _Loader(list):
+    @property
+    def dataset(self):
+        return range(sum(len(b["clip_index"]) for b in self))
+
+
+def _samplers(calls):
+    def teacher(batch, noise):
+        calls.append(len(batch["video"]))
+        return (batch["video"] + 0.1 * noise[:, :, :, :16, :16]).clamp(-1, 1)
+
+    def student(batch, noise):
+        return (batch["video"] + 0.2 * noise[:, :, :, :16, :16]).clamp(-1, 1)
+
+    return [SamplerSpec("teacher", 4, teacher), SamplerSpec("student", 1, student)]
+
+
+def test_the_cached_reference_gives_the_same_rows_without_running_the_teacher(tmp_path):
+    loader = _Loader(_loader())
+    shape = lambda batch: (4, 3, 16, 16)  # noqa: E731  (noise shaped like the frames for the fake samplers)
+    key = {"teacher": "t", "seed": 0}
+    calls = []
+    first = evaluate(
+        _samplers(calls), loader, shape, reference="teacher", reference_cache=ReferenceCache(tmp_path / "c.pt", key)
+    )
+    assert calls == [3, 3] and (tmp_path / "c.pt").exists()
+    calls.clear()
+    again = evaluate(
+        _samplers(calls), loader, shape, reference="teacher", reference_cache=ReferenceCache(tmp_path / "c.pt", key)
+    )
+    assert calls == []  # read back, not recomputed
+    a, b = first["samplers"]["student"], again["samplers"]["student"]
+    assert abs(a["psnr_vs_teacher"]["mean"] - b["psnr_vs_teacher"]["mean"]) < 0.05  # float16 storage
+    assert a["psnr"]["mean"] == b["psnr"]["mean"]
+    assert again["samplers"]["teacher"]["seconds_per_clip"] == first["samplers"]["teacher"]["seconds_per_clip"]
+    # a cache made under another key (another teacher, seed or data) is not used
+    evaluate(
+        _samplers(calls), loader, shape, reference="teacher", reference_cache=ReferenceCache(tmp_path / "c.pt", {})
+    )
+    assert calls == [3, 3]
