@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -22,6 +23,8 @@ from dancelcm.lit.common import (
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
 from dancelcm.models.ema import EMA
+
+log = logging.getLogger(__name__)
 
 
 class TeacherModule(L.LightningModule):
@@ -58,7 +61,20 @@ class TeacherModule(L.LightningModule):
         if init_from:  # continue from a bundle's weights (e.g. a shipped teacher) with a fresh optimizer
             from dancelcm.models.bundle import load_bundle
 
-            self.animator.load_state_dict(load_bundle(init_from).animator.state_dict())
+            state = load_bundle(init_from).animator.state_dict()
+            try:
+                missing, unexpected = self.animator.load_state_dict(state, strict=False)
+            except RuntimeError as e:  # shape mismatches
+                raise ValueError(f"method.init_from={init_from}: its animator does not fit model.animator: {e}") from e
+            # a path the bundle lacks may start fresh only if it starts as a no-op (the zero-initialised skip)
+            fresh = [k for k in missing if not k.startswith("input_skip.")]
+            if fresh or unexpected:
+                raise ValueError(
+                    f"method.init_from={init_from}: its animator does not fit model.animator "
+                    f"(missing {fresh[:5]}, unexpected {unexpected[:5]})"
+                )
+            if missing:
+                log.info("init_from %s: input_skip starts at zero (not in the bundle)", init_from)
         self.ema = EMA(self.animator, ema_decay, warmup=True) if ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
         self.condition_dropout = dict(condition_dropout or {})

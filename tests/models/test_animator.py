@@ -308,3 +308,53 @@ def test_full_size_animatediff_config_instantiates_without_weights():
     n = sum(p.numel() for p in m.parameters())
     assert 1.1e9 < n < 1.6e9, n  # SD 1.5 UNet (0.86 B) + motion modules
     assert type(m.backbone).__name__ == "UNetMotionModel" and m.backbone.config.cross_attention_dim == 768
+
+
+def test_input_skip_starts_as_a_no_op_then_carries_x_t_gated_per_noise_level(tmp_path):
+    plain_net, skip_net = tiny_animator().eval(), tiny_animator(input_skip={"bins": 4}).eval()
+    missing, unexpected = skip_net.load_state_dict(plain_net.state_dict(), strict=False)
+    assert sorted(missing) == ["input_skip.gate", "input_skip.proj.bias", "input_skip.proj.weight"] and not unexpected
+    x, t, cond = tiny_inputs()
+    with torch.no_grad():
+        base = plain_net(x, t, cond)
+        torch.testing.assert_close(skip_net(x, t, cond), base, rtol=0, atol=0)  # zero-initialised
+        # P = identity, gate 1 at the clean end falling linearly to 0 at the top: output = UNet + g(t) x_t
+        skip_net.input_skip.proj.weight.copy_(torch.eye(12)[:, :, None, None, None])
+        skip_net.input_skip.gate.copy_(torch.tensor([1.0, 2 / 3, 1 / 3, 0.0]) / skip_net.input_skip.gate_gain)
+        g = 1 - t.float() / 999
+        torch.testing.assert_close(skip_net(x, t, cond), base + g.view(-1, 1, 1, 1, 1) * x, rtol=1e-5, atol=1e-5)
+    # a skip learns from the first step (P gets gradient although it is zero)
+    fresh = tiny_animator(input_skip={"bins": 4})
+    fresh(x, t, cond).pow(2).mean().backward()
+    assert fresh.input_skip.proj.weight.grad.abs().sum() > 0
+    # saved with the conditioners and loaded back
+    skip_net.save_pretrained(tmp_path / "anim")
+    again = Animator.from_pretrained(tmp_path / "anim").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, t, cond), skip_net(x, t, cond), rtol=0, atol=0)
+
+
+def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
+    from dancelcm.lit.builders import build_module
+    from dancelcm.models.bundle import save_bundle
+
+    def module(*overrides):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return build_module(compose(config_name="train", overrides=["model=animator_micro", *overrides]))
+
+    old = module("model.animator.input_skip=null")
+    assert old.animator.input_skip is None
+    hp = old.hparams
+    meta = {
+        "kind": "teacher",
+        "scheduler": dict(hp.scheduler),
+        "autoencoder": dict(hp.autoencoder),
+        "data": dict(hp.data),
+    }
+    save_bundle(tmp_path / "old", old.animator, meta)
+    new = module(f"method.init_from={tmp_path / 'old'}")
+    assert new.animator.input_skip is not None and new.animator.input_skip.proj.weight.abs().sum() == 0
+    for k, v in old.animator.state_dict().items():
+        assert torch.equal(new.animator.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="method.init_from=.*does not fit"):
+        module(f"method.init_from={tmp_path / 'old'}", "model.animator.pose.out_channels=4")
