@@ -41,6 +41,7 @@ class TeacherModule(L.LightningModule):
         autoencoder: dict[str, Any],
         scheduler: dict[str, Any],
         lr: float = 5e-4,
+        skip_lr_scale: float = 1.0,
         weight_decay: float = 0.0,
         warmup_steps: int = 200,
         ema_decay: float = 0.999,
@@ -163,7 +164,14 @@ class TeacherModule(L.LightningModule):
         return {f"ddim{n}_cfg{g:g}": self.sample(batch, n, g, seed), "ddim4": self.sample(batch, 4, 1.0, seed)}
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.animator.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        lr = self.hparams.lr
+        proj = self.animator.input_skip.proj if self.animator.input_skip is not None else None
+        fast = list(proj.parameters()) if proj is not None else []
+        rest = [p for p in self.animator.parameters() if all(p is not q for q in fast)]
+        groups = [{"params": rest, "lr": lr}]
+        if fast:  # the skip's channel map has to grow from zero to about a projector: a larger step
+            groups.append({"params": fast, "lr": lr * self.hparams.skip_lr_scale})
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(self.hparams.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -356,5 +356,10 @@ def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
     assert new.animator.input_skip is not None and new.animator.input_skip.proj.weight.abs().sum() == 0
     for k, v in old.animator.state_dict().items():
         assert torch.equal(new.animator.state_dict()[k], v), k
+    # the skip's channel map trains with lr x method.skip_lr_scale; every other weight at method.lr
+    opt = new.configure_optimizers()["optimizer"]
+    assert [g["initial_lr"] for g in opt.param_groups] == [new.hparams.lr, new.hparams.lr * new.hparams.skip_lr_scale]
+    assert opt.param_groups[1]["params"] == list(new.animator.input_skip.proj.parameters())
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(new.animator.parameters()))
     with pytest.raises(ValueError, match="method.init_from=.*does not fit"):
         module(f"method.init_from={tmp_path / 'old'}", "model.animator.pose.out_channels=4")
