@@ -102,17 +102,20 @@ class InputSkip(nn.Module):
     almost ``x_t`` itself; a UNet whose output passes through GroupNorm + SiLU + conv cannot copy a
     192-dim patch latent through, so its x0 estimate stays smooth even at t = 10 (measured: sharpness
     0.24 against 1.06 for ``x_t`` itself). This path carries the detail; the UNet learns the rest.
-    ``P`` starts at zero, so adding the path to a trained network leaves its output unchanged.
-    (Written here: EDM's c_skip, learned per noise level and per channel mix.)"""
+    ``P`` starts as the identity and the gate at zero, so adding the path to a trained network leaves its
+    output unchanged while the gate gets a gradient at once (a zero ``P`` grew too slowly: its diagonal
+    reached 0.18 in 500 steps at 10x the lr). Written here: EDM's c_skip, learned per noise level, with a
+    learned channel mix (the clean patches lie in a subspace; ``P`` can learn to project onto it)."""
 
     def __init__(self, channels: int, num_train_timesteps: int = 1000, bins: int = 16, gate_gain: float = 10.0):
         super().__init__()
         self.proj = nn.Conv3d(channels, channels, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.eye(channels)[:, :, None, None, None])
+            self.proj.bias.zero_()
         self.num_train_timesteps, self.gate_gain = num_train_timesteps, gate_gain
         # stored / gain: the gate learns gate_gain x faster than the other weights under Adam
-        self.gate = nn.Parameter(torch.full((bins,), 1.0 / gate_gain))
+        self.gate = nn.Parameter(torch.zeros(bins))
 
     def gains(self, t: torch.Tensor) -> torch.Tensor:
         bins = self.gate.numel()

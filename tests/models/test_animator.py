@@ -317,16 +317,15 @@ def test_input_skip_starts_as_a_no_op_then_carries_x_t_gated_per_noise_level(tmp
     x, t, cond = tiny_inputs()
     with torch.no_grad():
         base = plain_net(x, t, cond)
-        torch.testing.assert_close(skip_net(x, t, cond), base, rtol=0, atol=0)  # zero-initialised
-        # P = identity, gate 1 at the clean end falling linearly to 0 at the top: output = UNet + g(t) x_t
-        skip_net.input_skip.proj.weight.copy_(torch.eye(12)[:, :, None, None, None])
+        torch.testing.assert_close(skip_net(x, t, cond), base, rtol=0, atol=0)  # the gate starts at zero
+        # P = identity (its init), gate 1 at the clean end falling linearly to 0 at the top: UNet + g(t) x_t
         skip_net.input_skip.gate.copy_(torch.tensor([1.0, 2 / 3, 1 / 3, 0.0]) / skip_net.input_skip.gate_gain)
         g = 1 - t.float() / 999
         torch.testing.assert_close(skip_net(x, t, cond), base + g.view(-1, 1, 1, 1, 1) * x, rtol=1e-5, atol=1e-5)
-    # a skip learns from the first step (P gets gradient although it is zero)
+    # a skip learns from the first step (its gate gets a gradient although it is zero)
     fresh = tiny_animator(input_skip={"bins": 4})
     fresh(x, t, cond).pow(2).mean().backward()
-    assert fresh.input_skip.proj.weight.grad.abs().sum() > 0
+    assert fresh.input_skip.gate.grad.abs().sum() > 0
     # saved with the conditioners and loaded back
     skip_net.save_pretrained(tmp_path / "anim")
     again = Animator.from_pretrained(tmp_path / "anim").eval()
@@ -353,7 +352,7 @@ def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
     }
     save_bundle(tmp_path / "old", old.animator, meta)
     new = module(f"method.init_from={tmp_path / 'old'}")
-    assert new.animator.input_skip is not None and new.animator.input_skip.proj.weight.abs().sum() == 0
+    assert new.animator.input_skip is not None and new.animator.input_skip.gate.abs().sum() == 0
     for k, v in old.animator.state_dict().items():
         assert torch.equal(new.animator.state_dict()[k], v), k
     # the skip's channel map trains with lr x method.skip_lr_scale; every other weight at method.lr
