@@ -95,23 +95,68 @@ def _widen_conv_in(unet: nn.Module, in_channels: int) -> nn.Module:
     return unet
 
 
-class InputSkip(nn.Module):
-    """A learned linear path from ``x_t`` to the output: ``g(t) * P(x_t)``, ``P`` a per-position linear map
-    of the latent channels (1x1x1 conv), ``g`` a gate per noise level (``bins`` values over the timesteps,
-    linearly interpolated). For x0 output (``prediction_type: sample``) at low noise the clean latent is
-    almost ``x_t`` itself; a UNet whose output passes through GroupNorm + SiLU + conv cannot copy a
-    192-dim patch latent through, so its x0 estimate stays smooth even at t = 10 (measured: sharpness
-    0.24 against 1.06 for ``x_t`` itself). This path carries the detail; the UNet learns the rest.
-    ``P`` starts as the identity and the gate at zero, so adding the path to a trained network leaves its
-    output unchanged while the gate gets a gradient at once (a zero ``P`` grew too slowly: its diagonal
-    reached 0.18 in 500 steps at 10x the lr). Written here: EDM's c_skip, learned per noise level, with a
-    learned channel mix (the clean patches lie in a subspace; ``P`` can learn to project onto it)."""
+def patch_highpass_kernel(factor: int, sigma: float) -> torch.Tensor:
+    """The latent-space conv kernel (C, C, 1, 3, 3) of ``x - gaussian_blur(x, sigma)`` on the frames of the
+    exact patch autoencoder (``pixel_unshuffle`` by ``factor``, C = 3 factor^2): built by decoding an
+    impulse per latent channel, filtering the pixels and encoding back (the blur reaches the 8 neighbouring
+    patches, hence 3x3)."""
+    if 3 * sigma >= factor:
+        raise ValueError(f"input_skip.blur_sigma={sigma}: the blur must stay within one patch of {factor} px")
+    c = 3 * factor * factor
+    z = torch.zeros(c, c, 3, 3, dtype=torch.float64)
+    z[torch.arange(c), torch.arange(c), 1, 1] = 1.0
+    px = nn.functional.pixel_shuffle(z, factor)  # (C_in, 3, 3f, 3f)
+    r = int(3 * sigma + 0.5)
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
+    g = g / g.sum()
+    flat = px.reshape(-1, 1, *px.shape[-2:])
+    blur = nn.functional.conv2d(flat, g.view(1, 1, 1, -1), padding=(0, r))
+    blur = nn.functional.conv2d(blur, g.view(1, 1, -1, 1), padding=(r, 0)).reshape(px.shape)
+    out = nn.functional.pixel_unshuffle(px - blur, factor)  # (C_in, C_out, 3, 3): response to each impulse
+    # cross-correlation: out[:, :, i, j] = W[:, :, 2 - i, 2 - j] for an impulse at the centre
+    return out.permute(1, 0, 2, 3).flip(-1, -2)[:, :, None].float()
 
-    def __init__(self, channels: int, num_train_timesteps: int = 1000, bins: int = 16, gate_gain: float = 10.0):
+
+class InputSkip(nn.Module):
+    """A learned linear path from ``x_t`` to the output: ``g(t) * P(x_t)``, ``P`` a linear map of the latent
+    channels (a 1x1 conv, or 3x3 over neighbouring positions), ``g`` a gate per noise level (``bins`` values
+    over the timesteps, linearly interpolated). For x0 output (``prediction_type: sample``) at low noise the
+    clean latent is almost ``x_t`` itself; a UNet whose output passes through GroupNorm + SiLU + conv cannot
+    copy a 192-dim patch latent through, so its x0 estimate stays smooth even at t = 10 (measured: sharpness
+    0.24 against 1.06 for ``x_t`` itself). This path carries the detail; the UNet learns the rest.
+
+    The gate starts at zero: adding the path to a trained network leaves its output unchanged, and the gate
+    gets a gradient at once. ``init``: ``identity`` (P = I), or ``highpass`` (P = x - blur(x) on the frames,
+    for the patch autoencoder: the detail a smooth UNet output lacks, so it is not counted twice; with P = I
+    the gate of a trained smooth network settled at 0.25, where adding more x_t also re-adds what the UNet
+    already gives). Written here: EDM's c_skip, learned per noise level, with a learned linear filter."""
+
+    def __init__(
+        self,
+        channels: int,
+        num_train_timesteps: int = 1000,
+        bins: int = 16,
+        gate_gain: float = 10.0,
+        init: str = "identity",
+        factor: int | None = None,
+        blur_sigma: float = 1.0,
+    ):
         super().__init__()
-        self.proj = nn.Conv3d(channels, channels, 1)
+        if init == "identity":
+            self.proj = nn.Conv3d(channels, channels, 1)
+            weight = torch.eye(channels)[:, :, None, None, None]
+        elif init == "highpass":
+            if factor is None or channels != 3 * factor * factor:
+                raise ValueError(
+                    f"input_skip.init=highpass needs the patch autoencoder's layout (3 x factor^2 channels); "
+                    f"got {channels} channels, factor {factor}. Use input_skip.init=identity"
+                )
+            self.proj = nn.Conv3d(channels, channels, (1, 3, 3), padding=(0, 1, 1))
+            weight = patch_highpass_kernel(factor, blur_sigma)
+        else:
+            raise ValueError(f"input_skip.init={init!r}: choose identity or highpass")
         with torch.no_grad():
-            self.proj.weight.copy_(torch.eye(channels)[:, :, None, None, None])
+            self.proj.weight.copy_(weight)
             self.proj.bias.zero_()
         self.num_train_timesteps, self.gate_gain = num_train_timesteps, gate_gain
         # stored / gain: the gate learns gate_gain x faster than the other weights under Adam
@@ -190,7 +235,9 @@ class Animator(nn.Module):
             install_decoupled_cross_attention(self.backbone, cross_attention_dim, embedders["face"].num_tokens)
         if gradient_checkpointing:
             enable_gradient_checkpointing(self.backbone)
-        self.input_skip = InputSkip(latent_channels, **input_skip) if input_skip is not None else None
+        self.input_skip = None
+        if input_skip is not None:
+            self.input_skip = InputSkip(latent_channels, **{"factor": factor, **input_skip})
 
     @property
     def condition_names(self) -> list[str]:

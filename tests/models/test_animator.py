@@ -362,3 +362,24 @@ def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(new.animator.parameters()))
     with pytest.raises(ValueError, match="method.init_from=.*does not fit"):
         module(f"method.init_from={tmp_path / 'old'}", "model.animator.pose.out_channels=4")
+
+
+def test_highpass_skip_is_frame_minus_its_blur_through_the_patch_autoencoder():
+    from dancelcm.models.animator import InputSkip
+
+    ae = PatchAutoencoder(factor=4, scale=2.0)
+    skip = InputSkip(48, init="highpass", factor=4, blur_sigma=1.0)
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(2, 3, 3, 12, 16, generator=g) * 2 - 1  # (B, F, 3, H, W), borders included
+    z = ae.encode(video)
+    px = video.flatten(0, 1).double()
+    r = 3
+    k = torch.exp(-0.5 * torch.arange(-r, r + 1, dtype=torch.float64) ** 2)
+    k = (k / k.sum()).view(1, 1, 1, -1).expand(3, 1, 1, -1)
+    blur = torch.nn.functional.conv2d(px, k, padding=(0, r), groups=3)
+    blur = torch.nn.functional.conv2d(blur, k.transpose(-1, -2), padding=(r, 0), groups=3)
+    expected = ae.encode((px - blur).float().reshape(video.shape))
+    with torch.no_grad():
+        torch.testing.assert_close(skip.proj(z), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="input_skip.init=highpass needs the patch autoencoder"):
+        InputSkip(16, init="highpass", factor=4)
