@@ -36,7 +36,10 @@ def latent_geometry(model_cfg: dict, resolution) -> tuple[int, int, tuple[int, i
 
 def animator_kwargs(model_cfg: dict, resolution) -> dict:
     channels, factor, size = latent_geometry(model_cfg, resolution)
-    return dict(latent_channels=channels, latent_size=list(size), factor=factor, **model_cfg["animator"])
+    animator = dict(model_cfg["animator"])
+    if animator.get("input_skip") is not None:  # its gain follows the noise schedule
+        animator["input_skip"] = {"scheduler": dict(model_cfg["scheduler"]), **animator["input_skip"]}
+    return dict(latent_channels=channels, latent_size=list(size), factor=factor, **animator)
 
 
 def data_geometry(data_cfg: dict) -> dict:

@@ -67,7 +67,7 @@ class TeacherModule(L.LightningModule):
                 missing, unexpected = self.animator.load_state_dict(state, strict=False)
             except RuntimeError as e:  # shape mismatches
                 raise ValueError(f"method.init_from={init_from}: its animator does not fit model.animator: {e}") from e
-            # a path the bundle lacks may start fresh only if it starts as a no-op (the skip, whose gate starts at 0)
+            # only the input skip may start fresh (a bundle trained without it; it then starts at its init)
             fresh = [k for k in missing if not k.startswith("input_skip.")]
             if fresh or unexpected:
                 raise ValueError(
@@ -75,7 +75,7 @@ class TeacherModule(L.LightningModule):
                     f"(missing {fresh[:5]}, unexpected {unexpected[:5]})"
                 )
             if missing:
-                log.info("init_from %s: input_skip starts closed (gate 0; not in the bundle)", init_from)
+                log.info("init_from %s: input_skip starts at its init (not in the bundle)", init_from)
         self.ema = EMA(self.animator, ema_decay, warmup=True) if ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
         self.condition_dropout = dict(condition_dropout or {})

@@ -123,9 +123,17 @@ def clip_metrics(pred: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         turned = batch["turned"][:, :, None, None, None].expand_as(fig)
         region("turned", turned)
         region("turned_figure", turned & fig)
-        # dilate the figure a little so the sharpness ratio sees its edges
-        near = torch.nn.functional.max_pool2d(fig.float().flatten(0, 1), 5, stride=1, padding=2).reshape(fig.shape) > 0
-        out["sharpness"] = sharpness_ratio(pred, gt, near)
-    else:
-        out["sharpness"] = sharpness_ratio(pred, gt)
+    out["sharpness"] = clip_sharpness(pred, batch)
     return out
+
+
+def clip_sharpness(pred: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The sharpness ratio per clip: around the figure (dilated a little so its edges count) where the batch
+    has a figure mask, else over whole frames. On the synthetic dancers the background is flat, so a
+    whole-frame ratio mostly measures background artefacts (measured: 0.74 whole-frame for samples whose
+    figure region scored 0.14)."""
+    if "figure_mask" not in batch:
+        return sharpness_ratio(pred, batch["video"])
+    fig = batch["figure_mask"] > 0.5
+    near = torch.nn.functional.max_pool2d(fig.float().flatten(0, 1), 5, stride=1, padding=2).reshape(fig.shape) > 0
+    return sharpness_ratio(pred, batch["video"], near)

@@ -310,27 +310,42 @@ def test_full_size_animatediff_config_instantiates_without_weights():
     assert type(m.backbone).__name__ == "UNetMotionModel" and m.backbone.config.cross_attention_dim == 768
 
 
-def test_input_skip_starts_as_a_no_op_then_carries_x_t_gated_per_noise_level(tmp_path):
-    plain_net, skip_net = tiny_animator().eval(), tiny_animator(input_skip={"bins": 4}).eval()
+SCHED = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "rescale_betas_zero_snr": True,
+}
+
+
+def test_input_skip_adds_the_wiener_gain_times_its_filter_of_x_t(tmp_path):
+    from dancelcm.diffusion import NoiseSchedule
+
+    plain_net = tiny_animator().eval()
+    skip_net = tiny_animator(input_skip={"init": "identity", "scheduler": SCHED, "detail_std": 0.3}).eval()
     missing, unexpected = skip_net.load_state_dict(plain_net.state_dict(), strict=False)
-    assert sorted(missing) == ["input_skip.gate", "input_skip.proj.bias", "input_skip.proj.weight"] and not unexpected
+    assert sorted(missing) == ["input_skip.proj.bias", "input_skip.proj.weight"] and not unexpected
     x, t, cond = tiny_inputs()
+    a, s = NoiseSchedule.from_scheduler_config(SCHED, prediction_type="sample").coefficients(t)
+    gain = 0.09 * a / (0.09 * a**2 + s**2)  # ~1/a at t = 10, ~0 at the top
+    assert gain[0] > 0.9 and gain[1] < 0.01
     with torch.no_grad():
-        base = plain_net(x, t, cond)
-        torch.testing.assert_close(skip_net(x, t, cond), base, rtol=0, atol=0)  # the gate starts at zero
-        # P = identity (its init), gate 1 at the clean end falling linearly to 0 at the top: UNet + g(t) x_t
-        skip_net.input_skip.gate.copy_(torch.tensor([1.0, 2 / 3, 1 / 3, 0.0]) / skip_net.input_skip.gate_gain)
-        g = 1 - t.float() / 999
-        torch.testing.assert_close(skip_net(x, t, cond), base + g.view(-1, 1, 1, 1, 1) * x, rtol=1e-5, atol=1e-5)
-    # a skip learns from the first step (its gate gets a gradient although it is zero)
-    fresh = tiny_animator(input_skip={"bins": 4})
+        torch.testing.assert_close(
+            skip_net(x, t, cond), plain_net(x, t, cond) + gain.view(-1, 1, 1, 1, 1) * x, rtol=1e-5, atol=1e-5
+        )
+    top = torch.tensor([999, 999])
+    with torch.no_grad():  # a_T = 0 (zero terminal SNR): the path is shut, no division by zero
+        torch.testing.assert_close(skip_net(x, top, cond), plain_net(x, top, cond), rtol=0, atol=0)
+    fresh = tiny_animator(input_skip={"init": "identity", "scheduler": SCHED})
     fresh(x, t, cond).pow(2).mean().backward()
-    assert fresh.input_skip.gate.grad.abs().sum() > 0
-    # saved with the conditioners and loaded back
+    assert fresh.input_skip.proj.weight.grad.abs().sum() > 0  # the filter learns
     skip_net.save_pretrained(tmp_path / "anim")
     again = Animator.from_pretrained(tmp_path / "anim").eval()
     with torch.no_grad():
         torch.testing.assert_close(again(x, t, cond), skip_net(x, t, cond), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="scheduler"):
+        tiny_animator(input_skip={"init": "identity"})
 
 
 def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
@@ -352,7 +367,8 @@ def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
     }
     save_bundle(tmp_path / "old", old.animator, meta)
     new = module(f"method.init_from={tmp_path / 'old'}")
-    assert new.animator.input_skip is not None and new.animator.input_skip.gate.abs().sum() == 0
+    assert new.animator.input_skip is not None
+    torch.testing.assert_close(new.animator.input_skip.proj.weight, module().animator.input_skip.proj.weight)
     for k, v in old.animator.state_dict().items():
         assert torch.equal(new.animator.state_dict()[k], v), k
     # the skip's channel map trains with lr x method.skip_lr_scale; every other weight at method.lr
@@ -368,7 +384,7 @@ def test_highpass_skip_is_frame_minus_its_blur_through_the_patch_autoencoder():
     from dancelcm.models.animator import InputSkip
 
     ae = PatchAutoencoder(factor=4, scale=2.0)
-    skip = InputSkip(48, init="highpass", factor=4, blur_sigma=1.0)
+    skip = InputSkip(48, SCHED, init="highpass", factor=4, blur_sigma=1.0)
     g = torch.Generator().manual_seed(0)
     video = torch.rand(2, 3, 3, 12, 16, generator=g) * 2 - 1  # (B, F, 3, H, W), borders included
     z = ae.encode(video)
@@ -382,4 +398,4 @@ def test_highpass_skip_is_frame_minus_its_blur_through_the_patch_autoencoder():
     with torch.no_grad():
         torch.testing.assert_close(skip.proj(z), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="input_skip.init=highpass needs the patch autoencoder"):
-        InputSkip(16, init="highpass", factor=4)
+        InputSkip(16, SCHED, init="highpass", factor=4)
