@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import statistics
 from pathlib import Path
 
 import yaml
@@ -142,8 +143,8 @@ def over_seeds(entries: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
                 vals = [e["eval"][sampler][k] for e in runs if k in e["eval"].get(sampler, {})]
                 vals = [v for v in vals if v is not None and not math.isnan(v)]
                 if vals:
-                    mean = sum(vals) / len(vals)
-                    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+                    mean = statistics.fmean(vals)
+                    std = statistics.stdev(vals) if len(vals) > 1 else math.nan
                     seeds = sorted(str(e["config"].get("seed")) for e in runs if k in e["eval"].get(sampler, {}))
                     out.setdefault(g, {}).setdefault(sampler, {})[k] = {
                         "mean": mean,
@@ -226,6 +227,12 @@ def report(root: str | Path, out: str | Path | None = None, metrics: list[str] |
     out = Path(out) if out else root / "report"
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(entries, metrics)
+    study = over_seeds(entries)
+    if study:
+        table += (
+            "\n\nEvaluation over seeds: runs that differ only by `seed=` averaged; ± is the spread (sample std) "
+            f"between seeds.\n\n{seed_table(study)}"
+        )
     (out / "report.md").write_text(f"Runs under `{root}`.\n\n{table}\n")
     with open(out / "report.csv", "w", newline="") as fh:
         keys = sorted({k for e in entries for k in e["last"]})
@@ -241,17 +248,9 @@ def report(root: str | Path, out: str | Path | None = None, metrics: list[str] |
                 ]
             )
     png = plot(entries, metrics, out / "report.png")
-    study = over_seeds(entries)
     if study:
         (out / "over_seeds.json").write_text(json.dumps(study, indent=1))
-        seeds = seed_table(study)
         plot_study(study, out / "over_seeds.png")
-        with open(out / "report.md", "a") as fh:
-            fh.write(
-                "\nEvaluation over seeds: runs that differ only by `seed=` averaged; ± is the spread (sample std) "
-                f"between seeds.\n\n{seeds}\n"
-            )
-        table += "\n\n" + seeds
     log.info("%s\n\nwrote %s, %s%s", table, out / "report.md", out / "report.csv", f", {png}" if png else "")
     return {"runs": entries, "table": table, "out": str(out), "over_seeds": study}
 
