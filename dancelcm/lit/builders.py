@@ -39,6 +39,8 @@ def animator_kwargs(model_cfg: dict, resolution) -> dict:
     animator = dict(model_cfg["animator"])
     if animator.get("input_skip") is not None:  # its gain follows the noise schedule
         animator["input_skip"] = {"scheduler": dict(model_cfg["scheduler"]), **animator["input_skip"]}
+    if animator.get("pixel_refiner") is not None:
+        animator["pixel_refiner"] = {"scheduler": dict(model_cfg["scheduler"]), **animator["pixel_refiner"]}
     return dict(latent_channels=channels, latent_size=list(size), factor=factor, **animator)
 
 

@@ -67,15 +67,15 @@ class TeacherModule(L.LightningModule):
                 missing, unexpected = self.animator.load_state_dict(state, strict=False)
             except RuntimeError as e:  # shape mismatches
                 raise ValueError(f"method.init_from={init_from}: its animator does not fit model.animator: {e}") from e
-            # only the input skip may start fresh (a bundle trained without it; it then starts at its init)
-            fresh = [k for k in missing if not k.startswith("input_skip.")]
+            # only the input skip and pixel refiner may start fresh (a bundle trained without them: they start at init)
+            fresh = [k for k in missing if not k.startswith(("input_skip.", "pixel_refiner."))]
             if fresh or unexpected:
                 raise ValueError(
                     f"method.init_from={init_from}: its animator does not fit model.animator "
                     f"(missing {fresh[:5]}, unexpected {unexpected[:5]})"
                 )
             if missing:
-                log.info("init_from %s: input_skip starts at its init (not in the bundle)", init_from)
+                log.info("init_from %s: %s start at their init (not in the bundle)", init_from, sorted({k.split(".")[0] for k in missing}))
         self.ema = EMA(self.animator, ema_decay, warmup=True) if ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
         self.condition_dropout = dict(condition_dropout or {})

@@ -117,6 +117,17 @@ def patch_highpass_kernel(factor: int, sigma: float) -> torch.Tensor:
     return out.permute(1, 0, 2, 3).flip(-1, -2)[:, :, None].float()
 
 
+def wiener_gain(scheduler: dict, detail_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per training timestep: the gain ``d^2 a_t / (d^2 a_t^2 + s_t^2)`` that recovers a band of std ``d`` from
+    ``x_t`` (~1 / a_t while the noise is below the band, 0 at the top), and the noise level ``(s_t, a_t)``."""
+    from dancelcm.diffusion import NoiseSchedule
+
+    sched = NoiseSchedule.from_scheduler_config(scheduler, prediction_type="sample")  # only its a_t, s_t
+    a, s = sched.coefficients(torch.arange(sched.num_train_timesteps))
+    d2 = detail_std**2
+    return (d2 * a / (d2 * a**2 + s**2)).float(), torch.stack([s, a], -1).float()
+
+
 class InputSkip(nn.Module):
     """A linear path from ``x_t`` to the x0 output: ``c(t) * P(x_t)`` next to the UNet.
 
@@ -160,16 +171,76 @@ class InputSkip(nn.Module):
         with torch.no_grad():
             self.proj.weight.copy_(weight)
             self.proj.bias.zero_()
-        from dancelcm.diffusion import NoiseSchedule
-
-        sched = NoiseSchedule.from_scheduler_config(scheduler, prediction_type="sample")  # only its a_t, s_t
-        a, s = sched.coefficients(torch.arange(sched.num_train_timesteps))
-        d2 = detail_std**2
-        self.register_buffer("gain", (d2 * a / (d2 * a**2 + s**2)).float(), persistent=False)
+        self.register_buffer("gain", wiener_gain(scheduler, detail_std)[0], persistent=False)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, device=x_t.device).long().clamp(0, self.gain.numel() - 1)
         return self.gain[t].reshape(-1, 1, 1, 1, 1).to(x_t.dtype) * self.proj(x_t)
+
+
+class PixelRefiner(nn.Module):
+    """A small per-frame CNN at pixel resolution that corrects the x0 output: ``x0 += R([x0, g(t) x_t], t)``.
+
+    For the exact patch autoencoder only (latent = ``pixel_unshuffle`` of the frames by ``factor``). The UNet
+    works on an 8x8 grid of 192-dim patch tokens: about three features per pixel at its widest level, too few
+    to tell pixel-level noise from detail (measured on the skip teacher: the x0 estimate at t = 10 was 35.7 dB
+    against 35.1 dB for x_t itself, so low-noise steps barely denoise). This head gives every pixel ``width``
+    features over a (2 layers + 1) x 2 + 1 pixel receptive field; it sees the current x0 estimate and ``x_t``
+    scaled by the input skip's Wiener gain ``g(t)`` (bounded at every t), and its hidden features are
+    modulated (FiLM) by the noise level. The last conv starts at zero, so a network gains it without change.
+    Written here: a pixel-space output stage in the spirit of the full-resolution levels of pixel UNets."""
+
+    def __init__(
+        self,
+        channels: int,
+        factor: int,
+        scheduler: dict | None = None,
+        width: int = 32,
+        layers: int = 2,
+        detail_std: float = 0.25,
+    ):
+        super().__init__()
+        if scheduler is None:
+            raise ValueError("pixel_refiner needs the model's scheduler config (pixel_refiner.scheduler)")
+        if channels != 3 * factor * factor:
+            raise ValueError(
+                f"pixel_refiner works on the patch autoencoder's layout (3 x factor^2 channels); got {channels} "
+                f"channels, factor {factor}. Set model.animator.pixel_refiner=null for a learned VAE"
+            )
+        if layers < 1:
+            raise ValueError(f"pixel_refiner.layers={layers}: need at least 1")
+        self.factor = factor
+        self.conv_in = nn.Conv2d(6, width, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(layers))
+        self.film = nn.Sequential(nn.Linear(2, 64), nn.SiLU(), nn.Linear(64, 2 * width * (layers + 1)))
+        self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        nn.init.zeros_(self.film[-1].weight)
+        nn.init.zeros_(self.film[-1].bias)
+        gain, level = wiener_gain(scheduler, detail_std)
+        self.register_buffer("gain", gain, persistent=False)
+        self.register_buffer("level", level, persistent=False)
+
+    def forward(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = x0.shape
+        t = torch.as_tensor(t, device=x0.device).long().clamp(0, self.gain.numel() - 1).expand(b)
+        gain = self.gain[t].reshape(-1, 1, 1, 1, 1).to(x0.dtype)
+
+        def frames(z):  # (B, C, F, h, w) -> (B F, 3, h f, w f)
+            return nn.functional.pixel_shuffle(z.transpose(1, 2).reshape(b * f, c, h, w), self.factor)
+
+        x = torch.cat([frames(x0), frames(gain * x_t)], dim=1)
+        mod = self.film(self.level[t].to(x0.dtype)).repeat_interleave(f, dim=0)[:, :, None, None]
+        scales, shifts = mod.chunk(2, dim=1)
+        hidden = self.conv_in(x)
+        for i, conv in enumerate([None, *self.convs]):
+            if conv is not None:
+                hidden = conv(hidden)
+            k = hidden.shape[1]
+            hidden = nn.functional.silu(hidden * (1 + scales[:, i * k : (i + 1) * k]) + shifts[:, i * k : (i + 1) * k])
+        delta = nn.functional.pixel_unshuffle(self.conv_out(hidden), self.factor)
+        return x0 + delta.reshape(b, f, c, h, w).transpose(1, 2)
 
 
 class Animator(nn.Module):
@@ -187,6 +258,7 @@ class Animator(nn.Module):
         gradient_checkpointing: bool = False,
         dropout: float = 0.0,
         input_skip: dict[str, Any] | None = None,
+        pixel_refiner: dict[str, Any] | None = None,
     ):
         super().__init__()
         # Keep the construction arguments (primitives only) for save_pretrained / checkpoints.
@@ -203,6 +275,7 @@ class Animator(nn.Module):
             gradient_checkpointing=gradient_checkpointing,
             dropout=dropout,
             input_skip=input_skip,
+            pixel_refiner=pixel_refiner,
         )
         self.latent_channels = latent_channels
         embedders: dict[str, nn.Module] = {}
@@ -236,6 +309,9 @@ class Animator(nn.Module):
         self.input_skip = None
         if input_skip is not None:
             self.input_skip = InputSkip(latent_channels, **{"factor": factor, **input_skip})
+        self.pixel_refiner = None
+        if pixel_refiner is not None:
+            self.pixel_refiner = PixelRefiner(latent_channels, factor, **pixel_refiner)
 
     @property
     def condition_names(self) -> list[str]:
@@ -257,6 +333,8 @@ class Animator(nn.Module):
         out = self.backbone(torch.cat(concat, dim=1), t, encoder_hidden_states=context.to(x_t.dtype)).sample
         if self.input_skip is not None:
             out = out + self.input_skip(x_t, t)
+        if self.pixel_refiner is not None:
+            out = self.pixel_refiner(out, x_t, t)
         return out
 
     # -- persistence ----------------------------------------------------------------------------------

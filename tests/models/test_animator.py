@@ -399,3 +399,33 @@ def test_highpass_skip_is_frame_minus_its_blur_through_the_patch_autoencoder():
         torch.testing.assert_close(skip.proj(z), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="input_skip.init=highpass needs the patch autoencoder"):
         InputSkip(16, SCHED, init="highpass", factor=4)
+
+
+def test_pixel_refiner_starts_as_identity_learns_and_round_trips(tmp_path):
+    from dancelcm.models.animator import PixelRefiner
+
+    plain_net = tiny_animator().eval()
+    ref_net = tiny_animator(pixel_refiner={"scheduler": SCHED, "width": 8, "layers": 1}).eval()
+    missing, unexpected = ref_net.load_state_dict(plain_net.state_dict(), strict=False)
+    assert missing and all(k.startswith("pixel_refiner.") for k in missing) and not unexpected
+    x, t, cond = tiny_inputs()
+    with torch.no_grad():  # zero-initialised output conv: a network gains the refiner without change
+        torch.testing.assert_close(ref_net(x, t, cond), plain_net(x, t, cond), rtol=0, atol=0)
+    ref_net.train()
+    ref_net(x, t, cond).pow(2).mean().backward()
+    assert ref_net.pixel_refiner.conv_out.weight.grad.abs().sum() > 0
+    # once trained (here: perturbed) it changes the output, and only within the patch layout's frames
+    with torch.no_grad():
+        ref_net.pixel_refiner.conv_out.bias.fill_(0.5)
+        delta = ref_net.eval()(x, t, cond) - plain_net(x, t, cond)
+    ae = PatchAutoencoder(factor=2, scale=1.0)
+    frames = ae.decode(delta)  # (B, F, 3, H, W): a constant 0.5 per pixel is the bias in every latent channel
+    torch.testing.assert_close(frames, torch.full_like(frames, 0.5))
+    ref_net.save_pretrained(tmp_path / "anim")
+    again = Animator.from_pretrained(tmp_path / "anim").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, t, cond), ref_net(x, t, cond), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pixel_refiner works on the patch autoencoder"):
+        PixelRefiner(16, 4, SCHED)
+    with pytest.raises(ValueError, match="scheduler"):
+        PixelRefiner(12, 2)
