@@ -75,7 +75,11 @@ class TeacherModule(L.LightningModule):
                     f"(missing {fresh[:5]}, unexpected {unexpected[:5]})"
                 )
             if missing:
-                log.info("init_from %s: %s start at their init (not in the bundle)", init_from, sorted({k.split(".")[0] for k in missing}))
+                log.info(
+                    "init_from %s: %s start at their init (not in the bundle)",
+                    init_from,
+                    sorted({k.split(".")[0] for k in missing}),
+                )
         self.ema = EMA(self.animator, ema_decay, warmup=True) if ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
         self.condition_dropout = dict(condition_dropout or {})
