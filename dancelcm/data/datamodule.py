@@ -64,12 +64,39 @@ class PoseVideoDataModule(L.LightningDataModule):
         self.val_dataset: TripletDataset | None = None
 
     def prepare_data(self) -> None:
-        if self.synthesize is None or (Path(self.root) / "dataset.json").exists():
+        if self.synthesize is None:
             return
         from dancelcm.data.synthesize import SynthesisConfig, synthesize
 
+        info = Path(self.root) / "dataset.json"
+        if info.exists():
+            self._check_generator(info, SynthesisConfig(**{**self.synthesize, "out_dir": self.root}))
+            return
+
         log.info("no dataset at %s: generating the synthetic dancers there (%s)", self.root, self.synthesize)
         synthesize(SynthesisConfig(**{**self.synthesize, "out_dir": self.root}))
+
+    @staticmethod
+    def _check_generator(info: Path, wanted) -> None:
+        """Warn when an existing synthetic dataset was made with other settings than the configured ones (for
+        example the 4:2:0 videos of earlier versions: the shipped teacher and feature network saw 4:4:4)."""
+        import json
+
+        made = json.loads(info.read_text()).get("generator")
+        if made is None:
+            return  # not a synthetic dataset
+        keys = ("resolution", "crf", "pix_fmt")  # how the frames look (a smaller or other-seed set is fine)
+        old = {k: made.get(k, "yuv420p" if k == "pix_fmt" else None) for k in keys}
+        diff = {k: (old[k], getattr(wanted, k)) for k in keys if old[k] != getattr(wanted, k)}
+        if diff:
+            log.warning(
+                "%s was generated with other settings than data.synthesize (%s; made, configured). Metrics and "
+                "the shipped checkpoints assume the configured data: regenerate with `python -m "
+                "dancelcm.data.synthesize out_dir=%s overwrite=true`",
+                info,
+                ", ".join(f"{k}: {a} vs {b}" for k, (a, b) in diff.items()),
+                info.parent,
+            )
 
     def _dataset(self, split: str, train: bool, clips_per_video: int) -> TripletDataset:
         report = scan_videos(self.root, split, self.clip, mode=self.scan, on_error=self.on_error)

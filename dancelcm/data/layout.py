@@ -66,8 +66,17 @@ def read_split(root: str | Path, split: str) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 12, keyint: int = 12) -> None:
-    """Write uint8 frames (F, H, W, 3) as an h264/yuv420p mp4 (what decord reads reliably).
+PIX_FMTS = ("yuv420p", "yuv444p")
+
+
+def write_video(
+    path: str | Path, frames: np.ndarray, fps: float, crf: int = 12, keyint: int = 12, pix_fmt: str = "yuv420p"
+) -> None:
+    """Write uint8 frames (F, H, W, 3) as an h264 mp4 (decord reads both pixel formats).
+
+    ``yuv420p`` (default) plays everywhere (browsers, W&B): sample videos. ``yuv444p`` keeps full-resolution
+    colour: every dataset video (synthetic and prepared), where 4:2:0 at 64x64 cost 12 dB against the
+    rendered frames (30.1 vs 42.5 dB at crf 12) and added ringing the renderer never drew.
 
     A keyframe every ``keyint`` frames keeps random access cheap: a clip starting at frame s only
     decodes from the keyframe before s, not from the start of the video.
@@ -79,11 +88,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 12,
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     f, h, w, _ = frames.shape
+    if pix_fmt not in PIX_FMTS:
+        raise ValueError(f"{path}: pix_fmt={pix_fmt!r}; choose one of {PIX_FMTS}")
     if h % 2 or w % 2:
-        raise ValueError(f"{path}: h264/yuv420p needs an even frame size, got {h}x{w}")
+        raise ValueError(f"{path}: h264 needs an even frame size, got {h}x{w}")
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         # x264's macroblock-tree rate control gave different bitstreams for identical frames (measured on
         # 32x32 clips: 3 variants in 8 runs); without it the output is a function of the frames alone.
         stream.options = {

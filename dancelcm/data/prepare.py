@@ -299,8 +299,10 @@ def prepare_video(cfg: PrepareConfig, video: SourceVideo) -> dict:
         boxes = [_padded_box(face_box_from_keypoints(face[i], th), cfg.face.pad, h, w) for i in range(len(out))]
         d.mkdir(parents=True, exist_ok=True)
         (d / "meta.json").unlink(missing_ok=True)  # not done until it is written again, last
-        layout.write_video(d / "video.mp4", out, fps, crf=cfg.crf)
-        layout.write_video(d / "pose.mp4", poses, fps, crf=cfg.crf)
+        # Full-resolution colour: the stored frames are what the model learns (a 4:2:0 re-encode of 4:2:0
+        # footage keeps it as it was; the rendered skeleton's thin coloured limbs need it)
+        layout.write_video(d / "video.mp4", out, fps, crf=cfg.crf, pix_fmt="yuv444p")
+        layout.write_video(d / "pose.mp4", poses, fps, crf=cfg.crf, pix_fmt="yuv444p")
         np.savez_compressed(d / "keypoints.npz", body=body, face=face)
         layout.write_json(d / "faces.json", {"boxes": boxes})
         layout.write_json(

@@ -37,6 +37,9 @@ class SynthesisConfig:
     test_fraction: float = 0.2  # of identities
     seed: int = 0
     crf: int = 12  # h264 quality; low = near-lossless
+    # Full-resolution colour: 4:2:0 at 64x64 blurred the saturated colour edges (30.1 dB against the rendered
+    # frames, 42.5 dB with 4:4:4, measured at crf 12) and added 18% Laplacian energy the renderer never drew.
+    pix_fmt: str = "yuv444p"
     num_workers: int = 2
     overwrite: bool = False
     preview: bool = True
@@ -47,7 +50,9 @@ class SynthesisConfig:
         if self.num_frames < 1:
             raise ValueError(f"num_frames={self.num_frames}: must be >= 1")
         if self.resolution < 16 or self.resolution % 2:
-            raise ValueError(f"resolution={self.resolution}: must be an even number >= 16 (h264/yuv420p)")
+            raise ValueError(f"resolution={self.resolution}: must be an even number >= 16 (h264)")
+        if self.pix_fmt not in layout.PIX_FMTS:
+            raise ValueError(f"pix_fmt={self.pix_fmt!r}: choose one of {layout.PIX_FMTS}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction={self.test_fraction}: must be in [0, 1)")
         if self.videos_per_identity < 1:
@@ -97,8 +102,8 @@ def make_video(cfg: SynthesisConfig, index: int) -> dict:
     vid = video_id(index)
     d = layout.video_dir(cfg.out_dir, vid)
     d.mkdir(parents=True, exist_ok=True)
-    layout.write_video(d / "video.mp4", frames, cfg.fps, crf=cfg.crf)
-    layout.write_video(d / "pose.mp4", poses, cfg.fps, crf=cfg.crf)
+    layout.write_video(d / "video.mp4", frames, cfg.fps, crf=cfg.crf, pix_fmt=cfg.pix_fmt)
+    layout.write_video(d / "pose.mp4", poses, cfg.fps, crf=cfg.crf, pix_fmt=cfg.pix_fmt)
     np.savez_compressed(d / "keypoints.npz", body=body, face=face)
     layout.write_json(d / "faces.json", {"boxes": boxes})
     face_visible = np.array([b is not None for b in boxes])
