@@ -145,3 +145,22 @@ def test_sampler_families_for_the_plot():
 
     assert _family("DanceLCM 4-step") == _family("DanceLCM 1-step") == "DanceLCM"
     assert _family("teacher DDIM-50 CFG 2") == _family("teacher DDIM-4 CFG 2") != _family("teacher DDIM-4")
+
+
+def test_probe_writes_the_denoising_table(trained, synthetic_root, tmp_path):
+    out = tmp_path / "probe"
+    _run(
+        [
+            "dancelcm.probe",
+            f"model_dir={trained[0] / 'export'}",
+            f"data.root={synthetic_root}",
+            *EVAL_MICRO,
+            "timesteps=[10,999]",
+            f"out_dir={out}",
+        ],
+        tmp_path,
+    )
+    rows = json.loads((out / "probe.json").read_text())["rows"]
+    assert [r["t"] for r in rows] == [10, 999] and all(r["clips"] == 2 for r in rows)
+    assert "x_t / a_t|psnr" in rows[0] and "x_t / a_t|psnr" not in rows[1]  # no naive estimate at the top
+    assert "| 10 |" in (out / "probe.md").read_text()
