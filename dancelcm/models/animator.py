@@ -233,12 +233,10 @@ class PixelRefiner(nn.Module):
         x = torch.cat([frames(x0), frames(gain * x_t)], dim=1)
         mod = self.film(self.level[t].to(x0.dtype)).repeat_interleave(f, dim=0)[:, :, None, None]
         scales, shifts = mod.chunk(2, dim=1)
-        hidden = self.conv_in(x)
-        for i, conv in enumerate([None, *self.convs]):
-            if conv is not None:
-                hidden = conv(hidden)
-            k = hidden.shape[1]
-            hidden = nn.functional.silu(hidden * (1 + scales[:, i * k : (i + 1) * k]) + shifts[:, i * k : (i + 1) * k])
+        convs = [self.conv_in, *self.convs]  # each followed by FiLM + SiLU
+        hidden = x
+        for conv, scale, shift in zip(convs, scales.chunk(len(convs), 1), shifts.chunk(len(convs), 1)):
+            hidden = nn.functional.silu(conv(hidden) * (1 + scale) + shift)
         delta = nn.functional.pixel_unshuffle(self.conv_out(hidden), self.factor)
         return x0 + delta.reshape(b, f, c, h, w).transpose(1, 2)
 
