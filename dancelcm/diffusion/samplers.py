@@ -11,10 +11,37 @@ from dancelcm.diffusion.schedule import CLEAN, NoiseSchedule, ddim_timesteps
 Denoiser = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
 
 
+def _batch_size(cond: dict) -> int:
+    for v in cond.values():
+        if torch.is_tensor(v):
+            return v.shape[0]
+        if isinstance(v, dict) and v:
+            return _batch_size(v)
+    raise ValueError("a condition dict needs at least one batched tensor")
+
+
 def cat_conditions(a: dict, b: dict) -> dict:
-    """Concatenate two condition dicts along the batch (tensors are concatenated, other values must agree)."""
+    """Concatenate two condition dicts along the batch (tensors are concatenated, other values must agree).
+
+    ``drop`` (per-condition (B,) bool masks, see ``dancelcm.models.conditioning``) may name a condition in
+    one half only: the other half keeps that condition (mask False). This is the CFG case, where the
+    unconditional half is ``with_dropped(cond, ...)`` and the conditional half has no ``drop`` at all.
+    Any other key must be in both halves.
+    """
     out = {}
-    for k, v in a.items():
+    for k in list(a) + [k for k in b if k not in a]:
+        if k == "drop":
+            da, db = a.get("drop", {}), b.get("drop", {})
+            na, nb = _batch_size(a), _batch_size(b)
+            out[k] = {}
+            for n in list(da) + [n for n in db if n not in da]:
+                ma = da[n] if n in da else torch.zeros(na, dtype=torch.bool, device=db[n].device)
+                mb = db[n] if n in db else torch.zeros(nb, dtype=torch.bool, device=da[n].device)
+                out[k][n] = torch.cat([ma.bool(), mb.bool()])
+            continue
+        if k not in a or k not in b:
+            raise ValueError(f"condition {k!r} is in one CFG half only; both halves need the same keys")
+        v = a[k]
         if torch.is_tensor(v):
             out[k] = torch.cat([v, b[k]], dim=0)
         elif isinstance(v, dict):

@@ -133,3 +133,29 @@ def test_guidance_runs_one_batched_forward_in_float32():
     torch.testing.assert_close(out, torch.full((2, 3), 5.0))  # 1 + 2 * (3 - 1)
     merged = cat_conditions({"a": torch.zeros(1), "k": "x"}, {"a": torch.ones(1), "k": "x"})
     assert merged["a"].tolist() == [0.0, 1.0] and merged["k"] == "x"
+
+
+def test_guidance_drops_the_condition_in_the_unconditional_half_only():
+    # The real CFG path: the conditional half has no "drop" entry, the unconditional half is with_dropped(...).
+    # (A bug once kept only the first half's keys, so both halves ran conditioned and CFG did nothing.)
+    from dancelcm.lit.common import with_dropped
+    from dancelcm.models.conditioning import dropped
+
+    def denoiser(x, t, c):
+        keep = ~dropped(c, "reference", x.shape[0], x.device)
+        return x + c["reference_latent"] * keep[:, None]
+
+    x, ref = torch.zeros(2, 3), torch.ones(2, 3)
+    cond = {"reference_latent": ref}
+    uncond = with_dropped(cond, ["reference"])
+    t = torch.zeros(2, dtype=torch.long)
+    torch.testing.assert_close(denoiser(x, t, uncond), x)
+    torch.testing.assert_close(guided_output(denoiser, x, t, cond, uncond, guidance=2.0), x + 2 * ref)
+    merged = cat_conditions(cond, uncond)
+    assert merged["drop"]["reference"].tolist() == [False, False, True, True]
+    # both halves dropping different conditions: each mask keeps its own half
+    both = cat_conditions(with_dropped(cond, ["pose"]), uncond)
+    assert both["drop"]["pose"].tolist() == [True, True, False, False]
+    assert both["drop"]["reference"].tolist() == [False, False, True, True]
+    with pytest.raises(ValueError, match="one CFG half only"):
+        cat_conditions({"a": torch.zeros(1), "b": torch.zeros(1)}, {"a": torch.zeros(1)})
