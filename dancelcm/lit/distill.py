@@ -24,7 +24,9 @@ from dancelcm.lit.common import (
     NonFinite,
     batch_random,
     make_conditions,
+    parse_step_schedule,
     random_condition_dropout,
+    value_at,
     warmup_constant,
     with_dropped,
 )
@@ -148,8 +150,13 @@ class DistillModule(L.LightningModule):
                 f"method.condition_dropout names {sorted(unknown)} are not student conditions "
                 f"{self.student.animator.condition_names}"
             )
-        self.curriculum = sorted((int(s), int(k)) for s, k in (curriculum or []))
+        self.curriculum = parse_step_schedule(curriculum or [], "method.curriculum")
+        bad = [k for _, k in self.curriculum if k != int(k) or k < 1]
+        if bad:
+            raise ValueError(f"method.curriculum={curriculum!r}: K must be a positive integer, got {bad}")
         self._segments = Segments(**segments)
+        for _, k in self.curriculum:  # every K of the curriculum must fit the grid now, not at its step
+            Segments(**{**segments, "num_segments": int(k)})
         self.validation = {"student_steps": [1, 2, 4], "teacher_steps": 50, "num_clips": 4, **(validation or {})}
         self._teacher_samples: dict | None = None
         if teacher_dtype not in ("auto", "float32", "bfloat16"):
@@ -161,10 +168,7 @@ class DistillModule(L.LightningModule):
     @property
     def segments(self) -> Segments:
         """The segment object for the current step (a progressive K curriculum may change it)."""
-        k = self._segments.num_segments
-        for start, kk in self.curriculum:
-            if self.global_step >= start:
-                k = kk
+        k = int(value_at(self.curriculum, self.global_step, self._segments.num_segments))
         if k == self._segments.num_segments:
             return self._segments
         return Segments(

@@ -15,8 +15,10 @@ from dancelcm.lit.common import (
     NonFinite,
     batch_random,
     make_conditions,
+    parse_step_schedule,
     random_condition_dropout,
     sample_timesteps,
+    value_at,
     warmup_constant,
     with_dropped,
 )
@@ -46,7 +48,7 @@ class TeacherModule(L.LightningModule):
         warmup_steps: int = 200,
         ema_decay: float = 0.999,
         condition_dropout: dict[str, float] | None = None,
-        timestep_power: float = 1.0,
+        timestep_power: float | list = 1.0,
         loss_weight_gamma: float | None = None,
         sampling: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
@@ -88,6 +90,13 @@ class TeacherModule(L.LightningModule):
             names = self.animator.condition_names
             raise ValueError(f"condition_dropout names {sorted(unknown)} are not conditions of the model {names}")
         self.sampling = {"steps": 50, "guidance": 2.0, "uncond": ["reference"], **(sampling or {})}
+        # a number, or [[start_step, power], ...]: the power from each global step on (1.0 before the first)
+        if isinstance(timestep_power, int | float):
+            self.timestep_power = [(0, float(timestep_power))]
+        else:
+            self.timestep_power = parse_step_schedule(timestep_power, "method.timestep_power")
+        if any(p <= 0 for _, p in self.timestep_power):
+            raise ValueError(f"method.timestep_power={timestep_power!r}: powers must be > 0 (1 = uniform)")
 
     # -- pieces ----------------------------------------------------------------------------------------
     def conditions(self, batch: dict) -> dict:
@@ -115,7 +124,7 @@ class TeacherModule(L.LightningModule):
             z0 = self.autoencoder.encode(batch["video"])
             rng = batch_random(self, z0.shape[0])
             cond = random_condition_dropout(self.conditions(batch), self.condition_dropout, rng)
-        power = self.hparams.timestep_power
+        power = value_at(self.timestep_power, self.global_step, 1.0)
         t = sample_timesteps(z0.shape[0], self.schedule.num_train_timesteps, power, z0.device, rng)
         eps = rng.randn(z0.shape).to(z0.device, z0.dtype)
         loss = self.diffusion_loss(self.animator, z0, cond, t, eps)
@@ -126,6 +135,8 @@ class TeacherModule(L.LightningModule):
         if not self.nonfinite.check(self, loss, "training loss", details):
             return None
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global-batch mean
+        if len(self.timestep_power) > 1:
+            self.log("train/timestep_power", power)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:

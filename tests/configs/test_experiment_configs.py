@@ -109,3 +109,48 @@ def test_every_ablation_job_instantiates(ablation, micro_bundle, tmp_path):
             )
         )
     assert len(set(built)) == len(jobs), f"jobs of {ablation} do not differ: {built}"
+
+
+def test_step_schedules_switch_at_their_steps_and_reject_bad_input(micro_bundle, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    import dancelcm.lit.teacher as teacher_mod
+
+    teacher_overrides = [o for o in _small("synthetic_teacher", micro_bundle, tmp_path) if "method.teacher" not in o]
+    teacher = build_module(_compose([*teacher_overrides, "method.timestep_power=[[0,1.0],[100,2.0]]"]))
+    powers = []
+    real = teacher_mod.sample_timesteps
+    monkeypatch.setattr(
+        teacher_mod, "sample_timesteps", lambda b, n, power, *a, **k: powers.append(power) or real(b, n, power, *a, **k)
+    )
+    teacher.log = lambda *a, **k: None
+    batch = {
+        "video": torch.rand(2, 4, 3, 32, 32) * 2 - 1,
+        "pose": torch.rand(2, 4, 3, 32, 32) * 2 - 1,
+        "reference": torch.rand(2, 3, 32, 32) * 2 - 1,
+    }
+    for step in (0, 99, 100, 5000):
+        loop = SimpleNamespace(total_batch_idx=step)
+        teacher._trainer = SimpleNamespace(global_step=step, world_size=1, global_rank=0, fit_loop=loop)
+        assert torch.isfinite(teacher.training_step(batch, 0))
+    assert powers == [1.0, 1.0, 2.0, 2.0]
+
+    distill = build_module(
+        _compose([*_small("synthetic_k4", micro_bundle, tmp_path), "method.curriculum=[[0,8],[10,4],[20,2]]"])
+    )
+    ks = []
+    for step in (0, 9, 10, 19, 20, 1000):
+        distill._trainer = SimpleNamespace(global_step=step)
+        ks.append(distill.segments.num_segments)
+    assert ks == [8, 8, 4, 4, 2, 2]
+
+    with pytest.raises(ValueError, match="strictly increasing"):
+        build_module(_compose([*teacher_overrides, "method.timestep_power=[[100,2.0],[0,1.0]]"]))
+    with pytest.raises(ValueError, match="powers must be > 0"):
+        build_module(_compose([*teacher_overrides, "method.timestep_power=[[0,0.0]]"]))
+    with pytest.raises(ValueError, match="start_step, value"):
+        build_module(_compose([*teacher_overrides, "method.timestep_power=[2.0]"]))
+    with pytest.raises(ValueError, match="num_segments|K|grid"):  # K = 7 does not divide the 40-step grid
+        build_module(_compose([*_small("synthetic_k4", micro_bundle, tmp_path), "method.curriculum=[[0,7]]"]))
