@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dancelcm.models.conditioning import FaceEmbedder, PoseGuider, ReferenceEmbedder
+from dancelcm.models.conditioning import FaceEmbedder, PoseGuider, ReferenceEmbedder, dropped
 
 CONFIG_NAME = "animator_config.json"
 WEIGHTS_NAME = "animator.safetensors"  # the single-file layout of earlier versions (still loaded)
@@ -188,7 +188,12 @@ class PixelRefiner(nn.Module):
     features over a (2 layers + 1) x 2 + 1 pixel receptive field; it sees the current x0 estimate and ``x_t``
     scaled by the input skip's Wiener gain ``g(t)`` (bounded at every t), and its hidden features are
     modulated (FiLM) by the noise level. The last conv starts at zero, so a network gains it without change.
+    With ``conditions`` it also sees the reference frame and / or the pose map at full resolution (zeros where a
+    condition is dropped, as the embedders do): the UNet gets them at its 8x8 grid only, through a 1x1
+    projection (reference) and strided convs (pose), which cannot place a background pixel or a limb edge.
     Written here: a pixel-space output stage in the spirit of the full-resolution levels of pixel UNets."""
+
+    PIXEL_CONDITIONS = ("reference", "pose")
 
     def __init__(
         self,
@@ -198,10 +203,18 @@ class PixelRefiner(nn.Module):
         width: int = 32,
         layers: int = 2,
         detail_std: float = 0.25,
+        conditions: list[str] | tuple[str, ...] = (),
     ):
         super().__init__()
         if scheduler is None:
             raise ValueError("pixel_refiner needs the model's scheduler config (pixel_refiner.scheduler)")
+        unknown = sorted(set(conditions) - set(self.PIXEL_CONDITIONS))
+        if unknown:
+            raise ValueError(
+                f"pixel_refiner.conditions: {unknown} cannot be given at pixel resolution; choose from "
+                f"{list(self.PIXEL_CONDITIONS)}"
+            )
+        self.conditions = [c for c in self.PIXEL_CONDITIONS if c in conditions]  # a fixed channel order
         if channels != 3 * factor * factor:
             raise ValueError(
                 f"pixel_refiner works on the patch autoencoder's layout (3 x factor^2 channels); got {channels} "
@@ -210,7 +223,7 @@ class PixelRefiner(nn.Module):
         if layers < 1:
             raise ValueError(f"pixel_refiner.layers={layers}: need at least 1")
         self.factor = factor
-        self.conv_in = nn.Conv2d(6, width, 3, padding=1)
+        self.conv_in = nn.Conv2d(6 + 3 * len(self.conditions), width, 3, padding=1)
         self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(layers))
         self.film = nn.Sequential(nn.Linear(2, 64), nn.SiLU(), nn.Linear(64, 2 * width * (layers + 1)))
         self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
@@ -222,7 +235,7 @@ class PixelRefiner(nn.Module):
         self.register_buffer("gain", gain, persistent=False)
         self.register_buffer("level", level, persistent=False)
 
-    def forward(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         b, c, f, h, w = x0.shape
         t = torch.as_tensor(t, device=x0.device).long().clamp(0, self.gain.numel() - 1).expand(b)
         gain = self.gain[t].reshape(-1, 1, 1, 1, 1).to(x0.dtype)
@@ -230,7 +243,17 @@ class PixelRefiner(nn.Module):
         def frames(z):  # (B, C, F, h, w) -> (B F, 3, h f, w f)
             return nn.functional.pixel_shuffle(z.transpose(1, 2).reshape(b * f, c, h, w), self.factor)
 
-        x = torch.cat([frames(x0), frames(gain * x_t)], dim=1)
+        parts = [frames(x0), frames(gain * x_t)]
+        for name in self.conditions:
+            if cond is None:
+                raise ValueError(f"pixel_refiner.conditions={self.conditions}: the refiner needs the condition dict")
+            keep = (~dropped(cond, name, b, x0.device)).to(x0.dtype).repeat_interleave(f)[:, None, None, None]
+            if name == "reference":  # its latent, at pixel resolution, the same for every frame
+                ref = nn.functional.pixel_shuffle(cond["reference_latent"].to(x0.dtype), self.factor)
+                parts.append(ref.repeat_interleave(f, dim=0) * keep)
+            else:  # the pose map, (B, F, 3, H, W) in [-1, 1]
+                parts.append(cond["pose"].to(x0.dtype).reshape(b * f, *cond["pose"].shape[2:]) * keep)
+        x = torch.cat(parts, dim=1)
         mod = self.film(self.level[t].to(x0.dtype)).repeat_interleave(f, dim=0)[:, :, None, None]
         scales, shifts = mod.chunk(2, dim=1)
         convs = [self.conv_in, *self.convs]  # each followed by FiLM + SiLU
@@ -310,6 +333,12 @@ class Animator(nn.Module):
         self.pixel_refiner = None
         if pixel_refiner is not None:
             self.pixel_refiner = PixelRefiner(latent_channels, factor, **pixel_refiner)
+            missing = [c for c in self.pixel_refiner.conditions if c not in self.embedders]
+            if missing:
+                raise ValueError(
+                    f"pixel_refiner.conditions {missing} are not conditions of this animator "
+                    f"({list(self.embedders)}); drop them from model.animator.pixel_refiner.conditions"
+                )
 
     @property
     def condition_names(self) -> list[str]:
@@ -332,7 +361,7 @@ class Animator(nn.Module):
         if self.input_skip is not None:
             out = out + self.input_skip(x_t, t)
         if self.pixel_refiner is not None:
-            out = self.pixel_refiner(out, x_t, t)
+            out = self.pixel_refiner(out, x_t, t, cond)
         return out
 
     # -- persistence ----------------------------------------------------------------------------------

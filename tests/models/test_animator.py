@@ -429,3 +429,37 @@ def test_pixel_refiner_starts_as_identity_learns_and_round_trips(tmp_path):
         PixelRefiner(16, 4, SCHED)
     with pytest.raises(ValueError, match="scheduler"):
         PixelRefiner(12, 2)
+
+
+def test_pixel_refiner_sees_the_conditions_at_pixel_resolution_and_honours_their_drop():
+    plain = tiny_animator(pixel_refiner={"scheduler": SCHED, "width": 8, "layers": 1}).eval()
+    net = tiny_animator(
+        pixel_refiner={"scheduler": SCHED, "width": 8, "layers": 1, "conditions": ["pose", "reference"]}
+    )
+    assert net.pixel_refiner.conditions == ["reference", "pose"]  # a fixed channel order, whatever the config's
+    assert net.pixel_refiner.conv_in.in_channels == 6 + 6
+    x, t, cond = tiny_inputs()
+    net.eval()
+    with torch.no_grad():
+        # only the refiner's first conv differs: with the condition weights at zero it is the plain refiner
+        state = plain.state_dict()
+        w = state["pixel_refiner.conv_in.weight"]
+        state["pixel_refiner.conv_in.weight"] = torch.cat([w, torch.zeros(w.shape[0], 6, *w.shape[2:])], dim=1)
+        net.load_state_dict(state)
+        torch.testing.assert_close(net(x, t, cond), plain(x, t, cond), rtol=0, atol=0)
+        # trained (here: perturbed), each condition moves the output of its own samples only when kept
+        net.pixel_refiner.conv_in.weight.normal_()
+        net.pixel_refiner.conv_out.weight.normal_()
+        out = net(x, t, cond)
+        for name, key in (("pose", "pose"), ("reference", "reference_latent")):
+            changed = {**cond, key: -cond[key]}
+            assert not torch.allclose(net(x, t, changed), out), name
+            # dropped in sample 0 (UNet embedders and refiner alike): what the condition holds there no longer matters
+            drop = {name: torch.tensor([True, False])}
+            a, b_ = net(x, t, {**cond, "drop": drop}), net(x, t, {**changed, "drop": drop})
+            torch.testing.assert_close(a[0], b_[0], rtol=0, atol=1e-6)
+            assert not torch.allclose(a[1], b_[1]), name
+    with pytest.raises(ValueError, match="cannot be given at pixel resolution"):
+        tiny_animator(pixel_refiner={"scheduler": SCHED, "conditions": ["face"]})
+    with pytest.raises(ValueError, match="not conditions of this animator"):
+        tiny_animator(reference=None, pixel_refiner={"scheduler": SCHED, "conditions": ["reference"]})
