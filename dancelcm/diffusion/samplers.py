@@ -29,12 +29,12 @@ def cat_conditions(a: dict, b: dict) -> dict:
     Any other key must be in both halves.
     """
     out = {}
-    for k in list(a) + [k for k in b if k not in a]:
+    for k in dict.fromkeys([*a, *b]):  # a's keys first, then b's own
         if k == "drop":
             da, db = a.get("drop", {}), b.get("drop", {})
             na, nb = _batch_size(a), _batch_size(b)
             out[k] = {}
-            for n in list(da) + [n for n in db if n not in da]:
+            for n in dict.fromkeys([*da, *db]):
                 ma = da[n] if n in da else torch.zeros(na, dtype=torch.bool, device=db[n].device)
                 mb = db[n] if n in db else torch.zeros(nb, dtype=torch.bool, device=da[n].device)
                 out[k][n] = torch.cat([ma.bool(), mb.bool()])

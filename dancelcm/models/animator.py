@@ -244,9 +244,9 @@ class PixelRefiner(nn.Module):
             return nn.functional.pixel_shuffle(z.transpose(1, 2).reshape(b * f, c, h, w), self.factor)
 
         parts = [frames(x0), frames(gain * x_t)]
+        if self.conditions and cond is None:
+            raise ValueError(f"pixel_refiner.conditions={self.conditions}: the refiner needs the condition dict")
         for name in self.conditions:
-            if cond is None:
-                raise ValueError(f"pixel_refiner.conditions={self.conditions}: the refiner needs the condition dict")
             keep = (~dropped(cond, name, b, x0.device)).to(x0.dtype).repeat_interleave(f)[:, None, None, None]
             if name == "reference":  # its latent, at pixel resolution, the same for every frame
                 ref = nn.functional.pixel_shuffle(cond["reference_latent"].to(x0.dtype), self.factor)
