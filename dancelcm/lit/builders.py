@@ -70,8 +70,8 @@ def build_module(cfg: DictConfig):
 
         face = method.pop("face", None)
         if face is not None and face.get("enabled", True):
-            _, factor, _ = latent_geometry(model, data["resolution"])
-            face = {"face_latent_size": int(data["face_size"]) // factor}
+            # in pixels: the student is built from the teacher bundle, whose autoencoder sets the latent size
+            face = {"face_size": int(data["face_size"])}
         else:
             face = None
             method["condition_dropout"] = {

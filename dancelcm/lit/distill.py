@@ -37,6 +37,22 @@ from dancelcm.models.ema import EMA
 TEACHER_COMMAND = "python -m dancelcm.train +experiment=synthetic_teacher"
 
 
+def face_config(face: dict[str, Any], factor: int, teacher: str) -> dict[str, Any]:
+    """The student's face embedder arguments. ``face_size`` (the crop side in pixels, ``data.face_size``) becomes
+    ``face_latent_size`` through the factor of the *teacher bundle's* autoencoder, which encodes the crop: the
+    run's ``model`` config may describe another architecture than the bundle it distils."""
+    face = dict(face)
+    if "face_size" in face:
+        size = int(face.pop("face_size"))
+        if size % factor:
+            raise ValueError(
+                f"data.face_size={size} is not divisible by the factor {factor} of the teacher's autoencoder "
+                f"({teacher}): set data.face_size to a multiple of {factor}"
+            )
+        face["face_latent_size"] = size // factor
+    return face
+
+
 class AuxHead(nn.Module):
     """The light-weight auxiliary head: a copy of the UNet's output block (norm, activation, conv_out),
     initialised from it, reading the student's last shared features (the input of ``conv_norm_out``).
@@ -116,7 +132,7 @@ class DistillModule(L.LightningModule):
         self.__dict__["teacher"] = teacher_net
         student_cfg = dict(teacher_net.config)
         if face is not None:
-            student_cfg["face"] = dict(face)
+            student_cfg["face"] = face_config(face, self.autoencoder.factor, teacher)
         animator = Animator(**student_cfg)
         missing, unexpected = animator.load_state_dict(teacher_net.state_dict(), strict=False)
         bad = [k for k in missing if "face" not in k and "_ip" not in k]

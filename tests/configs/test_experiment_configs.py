@@ -154,3 +154,13 @@ def test_step_schedules_switch_at_their_steps_and_reject_bad_input(micro_bundle,
         build_module(_compose([*teacher_overrides, "method.timestep_power=[2.0]"]))
     with pytest.raises(ValueError, match="num_segments|K|grid"):  # K = 7 does not divide the 40-step grid
         build_module(_compose([*_small("synthetic_k4", micro_bundle, tmp_path), "method.curriculum=[[0,7]]"]))
+
+
+def test_face_tokens_follow_the_teacher_bundles_factor_not_the_run_model_config(micro_bundle, tmp_path):
+    # The student is rebuilt from the bundle (factor 4 here): a run whose `model` group names another patch
+    # factor must still give it 16 px / 4 = 4x4 face tokens, or the first batch fails on the token count.
+    module = build_module(_compose([*_small("synthetic_k4", micro_bundle, tmp_path), "model.autoencoder.factor=8"]))
+    face = module.student.animator.embedders["face"]
+    assert module.autoencoder.factor == 4 and face.num_tokens == (16 // 4) ** 2
+    with pytest.raises(ValueError, match="data.face_size=18 is not divisible by the factor 4"):
+        build_module(_compose([*_small("synthetic_k4", micro_bundle, tmp_path), "data.face_size=18"]))
