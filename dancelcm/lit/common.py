@@ -173,11 +173,30 @@ def warmup_constant(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int, floor: float = 0.1):
+def parse_anneal(anneal, name: str) -> tuple[int, int, float] | None:
+    """Validate ``{start, end, floor}`` (a cosine lr decay to ``floor`` x lr between two global steps) or null."""
+    if anneal is None:
+        return None
+    try:
+        start, end, floor = int(anneal["start"]), int(anneal["end"]), float(anneal.get("floor", 0.1))
+    except (TypeError, KeyError, ValueError) as e:
+        raise ValueError(f"{name}={anneal!r}: expected {{start: STEP, end: STEP, floor: 0.1}} or null") from e
+    if not 0 <= start < end or not 0 <= floor <= 1:
+        raise ValueError(f"{name}={anneal!r}: need 0 <= start < end and 0 <= floor <= 1")
+    return start, end, floor
+
+
+def lr_factor(warmup_steps: int, anneal: tuple[int, int, float] | None = None):
+    """The lr multiplier per optimizer step: linear warmup, constant, then (with ``anneal = (start, end, floor)``)
+    a cosine from 1 at ``start`` down to ``floor`` at ``end``, held after. A plain function of the step, so a run
+    resumed with a different ``anneal`` follows the new one from its current step."""
+    warm = warmup_constant(warmup_steps)
+    if anneal is None:
+        return warm
+    start, end, floor = anneal
+
     def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        progress = min(1.0, max(0.0, (step - start) / (end - start)))
+        return warm(step) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     return f

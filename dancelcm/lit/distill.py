@@ -23,11 +23,12 @@ from dancelcm.distill.losses import motion_mask_latent, motion_weight
 from dancelcm.lit.common import (
     NonFinite,
     batch_random,
+    lr_factor,
     make_conditions,
+    parse_anneal,
     parse_step_schedule,
     random_condition_dropout,
     value_at,
-    warmup_constant,
     with_dropped,
 )
 from dancelcm.models.animator import Animator
@@ -110,6 +111,7 @@ class DistillModule(L.LightningModule):
         lr: float = 5e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
+        lr_anneal: dict[str, Any] | None = None,
         teacher_dtype: str = "auto",
         curriculum: list[list[int]] | None = None,
         validation: dict[str, Any] | None = None,
@@ -120,6 +122,7 @@ class DistillModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.nonfinite = NonFinite(nonfinite)
+        self.lr_anneal = parse_anneal(lr_anneal, "method.lr_anneal")
         try:
             bundle = load_bundle(teacher, make_command=TEACHER_COMMAND)
         except FileNotFoundError as e:
@@ -308,7 +311,7 @@ class DistillModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(self.hparams.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.hparams.warmup_steps, self.lr_anneal))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints: never the teacher ----------------------------------------------------------------

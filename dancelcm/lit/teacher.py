@@ -14,12 +14,13 @@ from dancelcm.diffusion.samplers import ddim_sample
 from dancelcm.lit.common import (
     NonFinite,
     batch_random,
+    lr_factor,
     make_conditions,
+    parse_anneal,
     parse_step_schedule,
     random_condition_dropout,
     sample_timesteps,
     value_at,
-    warmup_constant,
     with_dropped,
 )
 from dancelcm.models.animator import Animator
@@ -46,6 +47,7 @@ class TeacherModule(L.LightningModule):
         skip_lr_scale: float = 1.0,
         weight_decay: float = 0.0,
         warmup_steps: int = 200,
+        lr_anneal: dict[str, Any] | None = None,
         ema_decay: float = 0.999,
         condition_dropout: dict[str, float] | None = None,
         timestep_power: float | list = 1.0,
@@ -59,6 +61,7 @@ class TeacherModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.nonfinite = NonFinite(nonfinite)
+        self.lr_anneal = parse_anneal(lr_anneal, "method.lr_anneal")
         self.autoencoder = build_autoencoder(**autoencoder)
         self.animator = Animator(**model)
         if init_from:  # continue from a bundle's weights (e.g. a shipped teacher) with a fresh optimizer
@@ -187,7 +190,7 @@ class TeacherModule(L.LightningModule):
         if fast:
             groups.append({"params": fast, "lr": lr * self.hparams.skip_lr_scale})
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(self.hparams.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.hparams.warmup_steps, self.lr_anneal))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def bundle_meta(self) -> dict:

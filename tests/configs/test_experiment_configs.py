@@ -164,3 +164,30 @@ def test_face_tokens_follow_the_teacher_bundles_factor_not_the_run_model_config(
     assert module.autoencoder.factor == 4 and face.num_tokens == (16 // 4) ** 2
     with pytest.raises(ValueError, match="data.face_size=18 is not divisible by the factor 4"):
         build_module(_compose([*_small("synthetic_k4", micro_bundle, tmp_path), "data.face_size=18"]))
+
+
+def test_lr_anneal_decays_the_lr_by_cosine_and_a_resumed_run_follows_a_new_one(micro_bundle, tmp_path):
+    teacher_overrides = [o for o in _small("synthetic_teacher", micro_bundle, tmp_path) if "method.teacher" not in o]
+    anneal = "method.lr_anneal={start:100,end:200,floor:0.1}"
+    for overrides in (teacher_overrides, _small("synthetic_k4", micro_bundle, tmp_path)):
+        module = build_module(_compose([*overrides, "method.warmup_steps=10", anneal]))
+        opt = module.configure_optimizers()
+        sched = opt["lr_scheduler"]["scheduler"]
+        lr = module.hparams.lr
+        factors = [sched.lr_lambdas[0](s) for s in (0, 9, 100, 150, 200, 5000)]
+        assert factors == pytest.approx([0.1, 1.0, 1.0, 0.55, 0.1, 0.1])
+        # a run resumed with the anneal set later: the scheduler state (its step) loads, the new decay applies
+        state = {"last_epoch": 150, "base_lrs": [lr] * len(sched.base_lrs), "_last_lr": [lr] * len(sched.base_lrs)}
+        plain = build_module(_compose([*overrides, "method.warmup_steps=10"]))
+        sched_plain = plain.configure_optimizers()["lr_scheduler"]["scheduler"]
+        assert sched_plain.lr_lambdas[0](150) == 1.0
+        sched.load_state_dict({**sched_plain.state_dict(), **state})
+        sched.optimizer.step()
+        sched.step()
+        assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(lr * sched.lr_lambdas[0](151))
+        assert sched.optimizer.param_groups[0]["lr"] < 0.6 * lr
+
+    bad_values = (("{start:200,end:100}", "start < end"), ("{start:0,end:10,floor:2}", "floor <= 1"), ("0.1", "start"))
+    for bad, match in bad_values:
+        with pytest.raises(ValueError, match=match):
+            build_module(_compose([*teacher_overrides, f"method.lr_anneal={bad}"]))
