@@ -141,14 +141,7 @@ class InputSkip(nn.Module):
     is below the detail, 0 at the top. It is fixed: a gate learned per noise level barely moved at low t
     (few samples land there; it reached 0.2 in 500 steps where the least-squares gain is 0.92), and the
     least-squares gains measured on a trained UNet (0.92, 0.55, 0.32, 0.12 at t = 10, 50, 100, 200) fit
-    d^2 = 0.06-0.13. Written here: EDM's c_skip applied to a learned detail filter.
-
-    With ``gate`` (``{width: W}``) the skip is modulated per latent element, ``c(t) (1 + m) P(x_t)``, where
-    ``m`` comes from a small conv net (per frame, 3x3, width W) over the UNet's output and the plain skip. A
-    fixed gain passes the same share of the noise on a flat background as of an edge's detail, and the UNet
-    can only remove it by reproducing that noise exactly; the gate shrinks it multiplicatively (``m -> -1``
-    where the UNet's estimate is flat). Its last conv starts at zero: a network gains the gate unchanged.
-    Written here: a learned, spatially varying Wiener shrinkage."""
+    d^2 = 0.06-0.13. Written here: EDM's c_skip applied to a learned detail filter."""
 
     def __init__(
         self,
@@ -158,7 +151,6 @@ class InputSkip(nn.Module):
         factor: int | None = None,
         blur_sigma: float = 1.0,
         detail_std: float = 0.25,
-        gate: dict[str, Any] | None = None,
     ):
         super().__init__()
         if scheduler is None:
@@ -180,30 +172,10 @@ class InputSkip(nn.Module):
             self.proj.weight.copy_(weight)
             self.proj.bias.zero_()
         self.register_buffer("gain", wiener_gain(scheduler, detail_std)[0], persistent=False)
-        self.gate = None
-        if gate is not None:
-            unknown = sorted(set(gate) - {"width"})
-            if unknown:
-                raise ValueError(f"input_skip.gate: unknown keys {unknown}; expected {{width: 96}}")
-            width = int(gate.get("width", 96))
-            self.gate = nn.Sequential(
-                nn.Conv2d(2 * channels, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1)
-            )
-            nn.init.zeros_(self.gate[-1].weight)
-            nn.init.zeros_(self.gate[-1].bias)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
-        """The skip term for ``x_t`` at ``t``; ``base`` (the UNet's output) is needed with a gate."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, device=x_t.device).long().clamp(0, self.gain.numel() - 1)
-        skip = self.gain[t].reshape(-1, 1, 1, 1, 1).to(x_t.dtype) * self.proj(x_t)
-        if self.gate is None:
-            return skip
-        if base is None:
-            raise ValueError("input_skip with a gate needs the UNet's output (base)")
-        b, c, f, h, w = skip.shape
-        frames = torch.cat([base, skip], 1).transpose(1, 2).reshape(b * f, 2 * c, h, w)
-        m = self.gate(frames.to(self.gate[0].weight.dtype)).reshape(b, f, c, h, w).transpose(1, 2)
-        return skip * (1 + m.to(skip.dtype))
+        return self.gain[t].reshape(-1, 1, 1, 1, 1).to(x_t.dtype) * self.proj(x_t)
 
 
 class PixelRefiner(nn.Module):
@@ -387,7 +359,7 @@ class Animator(nn.Module):
         t = t.expand(b) if t.ndim == 1 and t.shape[0] == 1 else t
         out = self.backbone(torch.cat(concat, dim=1), t, encoder_hidden_states=context.to(x_t.dtype)).sample
         if self.input_skip is not None:
-            out = out + self.input_skip(x_t, t, out)
+            out = out + self.input_skip(x_t, t)
         if self.pixel_refiner is not None:
             out = self.pixel_refiner(out, x_t, t, cond)
         return out

@@ -348,31 +348,6 @@ def test_input_skip_adds_the_wiener_gain_times_its_filter_of_x_t(tmp_path):
         tiny_animator(input_skip={"init": "identity"})
 
 
-def test_input_skip_gate_starts_as_the_plain_skip_then_shrinks_it_where_it_learns_to(tmp_path):
-    x, t, cond = tiny_inputs()
-    skip = {"init": "identity", "scheduler": SCHED, "detail_std": 0.3}
-    plain_net = tiny_animator(input_skip=skip).eval()
-    gated = tiny_animator(input_skip={**skip, "gate": {"width": 8}}).eval()
-    missing, unexpected = gated.load_state_dict(plain_net.state_dict(), strict=False)
-    assert sorted(missing) == [f"input_skip.gate.{i}.{w}" for i in (0, 2) for w in ("bias", "weight")]
-    assert not unexpected
-    with torch.no_grad():  # zero-initialised: a network gains the gate without change
-        torch.testing.assert_close(gated(x, t, cond), plain_net(x, t, cond), rtol=0, atol=0)
-    gated(x, t, cond).pow(2).mean().backward()
-    assert gated.input_skip.gate[-1].weight.grad.abs().sum() > 0  # the gate learns
-    with torch.no_grad():  # m = -1 everywhere shuts the skip: the output is the UNet's alone
-        gated.input_skip.gate[-1].bias.fill_(-1.0)
-        no_skip = tiny_animator().eval()
-        no_skip.load_state_dict(plain_net.state_dict(), strict=False)
-        torch.testing.assert_close(gated(x, t, cond), no_skip(x, t, cond), rtol=1e-5, atol=1e-5)
-    gated.save_pretrained(tmp_path / "anim")
-    again = Animator.from_pretrained(tmp_path / "anim").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(again(x, t, cond), gated(x, t, cond), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="unknown keys"):
-        tiny_animator(input_skip={**skip, "gate": {"widht": 8}})
-
-
 def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
     from dancelcm.lit.builders import build_module
     from dancelcm.models.bundle import save_bundle
