@@ -30,15 +30,6 @@ from dancelcm.models.ema import EMA
 log = logging.getLogger(__name__)
 
 
-def laplacian_error(diff: torch.Tensor) -> torch.Tensor:
-    """Mean squared Laplacian (5-point, per colour channel, reflected borders) of a video difference
-    (B, F, C, H, W) per clip: the detail band of the error."""
-    b, f, c, h, w = diff.shape
-    x = F.pad(diff.reshape(b * f * c, 1, h, w), (1, 1, 1, 1), mode="reflect")
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=diff.device, dtype=diff.dtype)
-    return F.conv2d(x, k[None, None]).reshape(b, -1).square().mean(1)
-
-
 class TeacherModule(L.LightningModule):
     """Trains an :class:`Animator` to denoise video latents given pose, reference (and more) conditions.
 
@@ -61,7 +52,6 @@ class TeacherModule(L.LightningModule):
         condition_dropout: dict[str, float] | None = None,
         timestep_power: float | list = 1.0,
         loss_weight_gamma: float | None = None,
-        detail_loss_weight: float = 0.0,
         sampling: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         init_from: str | None = None,
@@ -72,8 +62,6 @@ class TeacherModule(L.LightningModule):
         self.save_hyperparameters()
         self.nonfinite = NonFinite(nonfinite)
         self.lr_anneal = parse_anneal(lr_anneal, "method.lr_anneal")
-        if detail_loss_weight < 0:
-            raise ValueError(f"method.detail_loss_weight={detail_loss_weight}: must be >= 0 (0 = off)")
         self.autoencoder = build_autoencoder(**autoencoder)
         self.animator = Animator(**model)
         if init_from:  # continue from a bundle's weights (e.g. a shipped teacher) with a fresh optimizer
@@ -127,22 +115,11 @@ class TeacherModule(L.LightningModule):
         x_t = self.schedule.add_noise(z0, eps, t)
         out = net(x_t, t, cond)
         gamma = self.hparams.loss_weight_gamma
-        detail = self.hparams.detail_loss_weight
         if not gamma:
-            loss = F.mse_loss(out.float(), self.schedule.target(z0, eps, t))
-            w = torch.ones_like(t, dtype=torch.float32)
-        else:
-            w = (self.schedule.snr(t).to(z0.device) + 1).clamp(max=gamma) / gamma
-        if not gamma and not detail:
-            return loss
+            return F.mse_loss(out.float(), self.schedule.target(z0, eps, t))
         x0_pred, _ = self.schedule.to_x0_eps(out, x_t, t)
-        err = x0_pred - z0.float()
-        if gamma:
-            loss = (w * err.square().flatten(1).mean(1)).mean()
-        if detail:
-            frames = self.autoencoder.decode(x0_pred) - self.autoencoder.decode(z0.float())
-            loss = loss + detail * (w * laplacian_error(frames)).mean()
-        return loss
+        w = (self.schedule.snr(t).to(z0.device) + 1).clamp(max=gamma)
+        return (w * (x0_pred - z0.float()).square().flatten(1).mean(1)).mean() / gamma
 
     # -- Lightning -------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
