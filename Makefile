@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint format demo data bench bench-data clean
+.PHONY: help install test test-slow lint format demo data teacher bench bench-data clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,11 @@ demo: $(STAMP) ## the main job on the embedded default: synthetic dancers -> pre
 	$(PY) -m dancelcm.data.synthesize out_dir=data/demo num_videos=40 overwrite=true
 	$(PY) -m dancelcm.data.benchmark root=data/demo num_frames=8 resolution=64 workers=[2] clips=64
 	@echo "preview: data/demo/preview.png and data/demo/preview.gif"
+
+teacher: $(STAMP) ## the embedded-default teacher from scratch (hours on a CPU): 2 stages -> checkpoints/synthetic_teacher
+	$(PY) -m dancelcm.train +experiment=synthetic_teacher ckpt_path=auto
+	$(PY) -m dancelcm.train +experiment=synthetic_teacher_refine ckpt_path=auto
+	rm -rf checkpoints/synthetic_teacher && cp -r runs/synthetic_teacher_refine/export checkpoints/synthetic_teacher
 
 bench: $(STAMP) ## speed ratios side by side: teacher vs student inference, distill vs plain step, loader vs need
 	$(PY) -m dancelcm.bench $(BENCH_ARGS)

@@ -131,12 +131,12 @@ def main() -> None:
     def _run(cfg: DictConfig) -> None:
         from dancelcm.callbacks.samples import to_uint8
         from dancelcm.data.layout import write_video
-        from dancelcm.models.bundle import load_bundle
+        from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
 
         for key in ("reference", "pose"):
             if not cfg.get(key):
                 raise InputError(f"{key}=... is required (see `python -m dancelcm.animate --help`)")
-        bundle = load_bundle(cfg.model_dir, make_command="python -m dancelcm.train +experiment=synthetic_teacher")
+        bundle = load_bundle(cfg.model_dir, make_command=TEACHER_COMMAND)
         data = bundle.meta.get("data", {})
         res = data.get("resolution", 64)
         size = (res, res) if isinstance(res, int) else tuple(res)

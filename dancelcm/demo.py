@@ -1,7 +1,7 @@
 """The embedded-default pipeline end to end: ``python -m dancelcm.demo`` (``make demo``).
 
 1. data      the synthetic dancers in ``data/synthetic`` (generated if missing)
-2. teacher   the shipped bundle ``checkpoints/synthetic_teacher`` (trained by ``+experiment=synthetic_teacher``)
+2. teacher   the shipped bundle ``checkpoints/synthetic_teacher`` (trained by ``make teacher``)
 3. distill   DanceLCM K=4 and the VideoLCM baseline (K=1), same teacher, same budget (resumable)
 4. evaluate  teacher DDIM-50 + CFG vs the students at 1/2/4 steps on held-out clips, same noise
 5. video     reference | pose | ground truth | teacher | DanceLCM 4 steps | baseline 4 steps
@@ -76,8 +76,8 @@ def main() -> None:
         if not (Path(cfg.teacher) / "bundle.json").exists():
             raise SystemExit(
                 f"no teacher bundle at {cfg.teacher}. It ships with the repository; to make it again run "
-                "`python -m dancelcm.train +experiment=synthetic_teacher` (hours on a CPU) and copy "
-                "runs/synthetic_teacher/export there."
+                "`make teacher` (two training stages, hours on a CPU; it copies "
+                "runs/synthetic_teacher_refine/export there)."
             )
         runs = {"DanceLCM": out / "synthetic_k4", "VideoLCM": out / "synthetic_lcm"}
         for i, (label, experiment) in enumerate((("DanceLCM", "synthetic_k4"), ("VideoLCM", "synthetic_lcm"))):

@@ -363,11 +363,11 @@ def main() -> None:
 
         from dancelcm.metrics.features import FrameEncoder
         from dancelcm.metrics.perceptual import PerceptualMetrics
-        from dancelcm.models.bundle import load_bundle
+        from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
 
         torch.manual_seed(cfg.seed)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
-        bundle = load_bundle(cfg.teacher, make_command="python -m dancelcm.train +experiment=synthetic_teacher")
+        bundle = load_bundle(cfg.teacher, make_command=TEACHER_COMMAND)
         bundle.to(device)
         dm = instantiate(cfg.data)
         dm.setup("validate")

@@ -96,10 +96,10 @@ def main() -> None:
     def _run(cfg: DictConfig) -> None:
         from hydra.utils import instantiate
 
-        from dancelcm.models.bundle import load_bundle
+        from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
 
         device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
-        bundle = load_bundle(cfg.model_dir, make_command="python -m dancelcm.train +experiment=synthetic_teacher")
+        bundle = load_bundle(cfg.model_dir, make_command=TEACHER_COMMAND)
         bundle.to(device)
         dm = instantiate(cfg.data)
         dm.setup("validate")

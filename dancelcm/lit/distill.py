@@ -32,10 +32,8 @@ from dancelcm.lit.common import (
     with_dropped,
 )
 from dancelcm.models.animator import Animator
-from dancelcm.models.bundle import load_bundle
+from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
 from dancelcm.models.ema import EMA
-
-TEACHER_COMMAND = "python -m dancelcm.train +experiment=synthetic_teacher"
 
 
 def face_config(face: dict[str, Any], factor: int, teacher: str) -> dict[str, Any]:

@@ -60,6 +60,13 @@ def save_bundle(directory: str | Path, animator: Animator, meta: dict, autoencod
     return d
 
 
+# How the embedded-default teacher (checkpoints/synthetic_teacher) is made: the hint of a missing-bundle error.
+TEACHER_COMMAND = (
+    "make teacher (python -m dancelcm.train +experiment=synthetic_teacher, then "
+    "+experiment=synthetic_teacher_refine; hours on a CPU)"
+)
+
+
 def load_bundle(directory: str | Path, make_command: str | None = None) -> Bundle:
     d = Path(directory)
     if not (d / "bundle.json").is_file():

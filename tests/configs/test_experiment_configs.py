@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -63,11 +64,27 @@ def test_experiment_composes_and_instantiates(name, micro_bundle, tmp_path):
             build_module(_compose([f"+experiment={name}", f"paths.data_dir={tmp_path}"]))
         return
     overrides = _small(name, micro_bundle, tmp_path)
-    if name == "synthetic_teacher":
+    if name.startswith("synthetic_teacher"):
         overrides = [o for o in overrides if not o.startswith("method.teacher")]
+    if name == "synthetic_teacher_refine":
+        # stage 2 starts from stage 1's export: without one it stops at once, naming the folder
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "synthetic_teacher" / "export")):
+            build_module(_compose([*overrides, f"paths.output_dir={tmp_path}"]))
+        # a micro stage 1 without a refiner (animator_micro has one) stands in for runs/synthetic_teacher/export
+        stage1 = plain(_compose([*overrides, "model.animator.pixel_refiner=null"]).model)
+        animator = Animator(**animator_kwargs(stage1, 32))
+        micro_state = animator.state_dict()
+        meta = {"kind": "teacher", "scheduler": stage1["scheduler"], "autoencoder": stage1["autoencoder"]}
+        meta["data"] = {"resolution": 32, "num_frames": 4, "stride": 2, "face_size": 16}
+        overrides.append(f"method.init_from={save_bundle(tmp_path / 'stage1', animator, meta)}")
     module = build_module(_compose(overrides))
-    expected = TeacherModule if name == "synthetic_teacher" else DistillModule
+    expected = TeacherModule if name.startswith("synthetic_teacher") else DistillModule
     assert isinstance(module, expected)
+    if name == "synthetic_teacher_refine":  # stage 1's weights, plus a refiner that starts as a no-op
+        assert module.animator.pixel_refiner is not None
+        for k, v in module.animator.state_dict().items():
+            if not k.startswith("pixel_refiner."):
+                assert torch.equal(v, micro_state[k]), k
     if name == "synthetic_lcm":
         assert module.segments.num_segments == 1 and module.student.aux_head is None
         assert "face" not in module.student.animator.condition_names and module.loss_cfg["motion_weight"] == 0
