@@ -52,7 +52,9 @@ demo: $(STAMP) ## the main job on the embedded default: synthetic dancers -> pre
 teacher: $(STAMP) ## the embedded-default teacher from scratch (hours on a CPU): 2 stages -> checkpoints/synthetic_teacher
 	$(PY) -m dancelcm.train +experiment=synthetic_teacher ckpt_path=auto
 	$(PY) -m dancelcm.train +experiment=synthetic_teacher_refine ckpt_path=auto
-	rm -rf checkpoints/synthetic_teacher && cp -r runs/synthetic_teacher_refine/export checkpoints/synthetic_teacher
+	test -f runs/synthetic_teacher_refine/export/bundle.json  # never replace the shipped bundle with nothing
+	rm -rf checkpoints/synthetic_teacher.new && cp -r runs/synthetic_teacher_refine/export checkpoints/synthetic_teacher.new
+	rm -rf checkpoints/synthetic_teacher && mv checkpoints/synthetic_teacher.new checkpoints/synthetic_teacher
 
 bench: $(STAMP) ## speed ratios side by side: teacher vs student inference, distill vs plain step, loader vs need
 	$(PY) -m dancelcm.bench $(BENCH_ARGS)
