@@ -4,7 +4,7 @@
 # next to copying the reference frame; plus its one-step denoising probe.
 #
 #   bash experiments/teacher_steps/run.sh                        # the shipped teacher
-#   TEACHER=runs/synthetic_teacher/export bash experiments/teacher_steps/run.sh
+#   TEACHER=runs/synthetic_teacher_refine/export bash experiments/teacher_steps/run.sh
 #
 # Writes table.md / metrics.json / per_clip.csv / quality_vs_nfe.png / samples.{png,mp4} (evaluate) and
 # probe.md / probe.json (probe) into this folder. About 20 minutes on a 2-core CPU.
