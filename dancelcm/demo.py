@@ -63,6 +63,8 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
     def _run(cfg: DictConfig) -> None:
+        from dancelcm.models.bundle import TEACHER_COMMAND
+
         t0 = time.perf_counter()
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -76,8 +78,7 @@ def main() -> None:
         if not (Path(cfg.teacher) / "bundle.json").exists():
             raise SystemExit(
                 f"no teacher bundle at {cfg.teacher}. It ships with the repository; to make it again run "
-                "`make teacher` (two training stages, hours on a CPU; it copies "
-                "runs/synthetic_teacher_refine/export there)."
+                f"{TEACHER_COMMAND}; it copies runs/synthetic_teacher_refine/export there."
             )
         runs = {"DanceLCM": out / "synthetic_k4", "VideoLCM": out / "synthetic_lcm"}
         for i, (label, experiment) in enumerate((("DanceLCM", "synthetic_k4"), ("VideoLCM", "synthetic_lcm"))):

@@ -23,10 +23,9 @@ def _compose(overrides):
         return compose(config_name="train", overrides=overrides)
 
 
-@pytest.fixture(scope="module")
-def micro_bundle(tmp_path_factory):
-    """An untrained micro teacher bundle matching data.resolution=32 (what a distillation loads)."""
-    cfg = _compose(["+experiment=synthetic_teacher", "model=animator_micro", "data.resolution=32"])
+def _save_micro_teacher(directory, overrides=()):
+    """An untrained micro teacher bundle matching data.resolution=32; returns (folder, its animator)."""
+    cfg = _compose(["+experiment=synthetic_teacher", "model=animator_micro", "data.resolution=32", *overrides])
     model = plain(cfg.model)
     animator = Animator(**animator_kwargs(model, 32))
     meta = {
@@ -36,7 +35,13 @@ def micro_bundle(tmp_path_factory):
         "data": {"resolution": 32, "num_frames": 4, "stride": 2, "face_size": 16},
         "sampling": {"steps": 2},
     }
-    return save_bundle(tmp_path_factory.mktemp("bundle") / "teacher", animator, meta)
+    return save_bundle(directory, animator, meta), animator
+
+
+@pytest.fixture(scope="module")
+def micro_bundle(tmp_path_factory):
+    """What a distillation loads."""
+    return _save_micro_teacher(tmp_path_factory.mktemp("bundle") / "teacher")[0]
 
 
 def _small(name, bundle, tmp_path):
@@ -71,12 +76,9 @@ def test_experiment_composes_and_instantiates(name, micro_bundle, tmp_path):
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "synthetic_teacher" / "export")):
             build_module(_compose([*overrides, f"paths.output_dir={tmp_path}"]))
         # a micro stage 1 without a refiner (animator_micro has one) stands in for runs/synthetic_teacher/export
-        stage1 = plain(_compose([*overrides, "model.animator.pixel_refiner=null"]).model)
-        animator = Animator(**animator_kwargs(stage1, 32))
+        stage1, animator = _save_micro_teacher(tmp_path / "stage1", ["model.animator.pixel_refiner=null"])
         micro_state = animator.state_dict()
-        meta = {"kind": "teacher", "scheduler": stage1["scheduler"], "autoencoder": stage1["autoencoder"]}
-        meta["data"] = {"resolution": 32, "num_frames": 4, "stride": 2, "face_size": 16}
-        overrides.append(f"method.init_from={save_bundle(tmp_path / 'stage1', animator, meta)}")
+        overrides.append(f"method.init_from={stage1}")
     module = build_module(_compose(overrides))
     expected = TeacherModule if name.startswith("synthetic_teacher") else DistillModule
     assert isinstance(module, expected)
