@@ -40,27 +40,32 @@ def sample_panels(batch: dict, samples: dict[str, torch.Tensor]) -> tuple[np.nda
 
 
 def write_samples(
-    directory: Path, stem: str, batch: dict, samples: dict[str, torch.Tensor], fps: int = 6
-) -> tuple[Path, Path]:
+    directory: Path, stem: str, batch: dict, samples: dict[str, torch.Tensor], fps: int = 6, mp4: bool = True
+) -> tuple[Path | None, Path]:
+    """``<stem>.png`` (the strip) and, with ``mp4=True``, ``<stem>.mp4``; returns (mp4 path or None, png path)."""
     from PIL import Image
 
     directory.mkdir(parents=True, exist_ok=True)
     frames, strip, _ = sample_panels(batch, samples)
     h, w = frames.shape[1:3]
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
-    mp4, png = directory / f"{stem}.mp4", directory / f"{stem}.png"
-    write_video(mp4, frames, fps=fps, crf=18)
+    png = directory / f"{stem}.png"
     Image.fromarray(strip).save(png)
-    return mp4, png
+    if not mp4:
+        return None, png
+    mp4_path = directory / f"{stem}.mp4"
+    write_video(mp4_path, frames, fps=fps, crf=18)
+    return mp4_path, png
 
 
 class SampleVideos(L.Callback):
     """At each validation end (rank 0): sample the first ``num_clips`` validation clips with fixed noise,
     write ``samples/step_XXXXXXX.{mp4,png}`` in the run folder, log PSNR (whole frame and figure), the
-    sharpness ratio and the media to the loggers."""
+    sharpness ratio and the media to the loggers. ``mp4=False`` writes the PNG strip only (a machine
+    without an h264 encoder: PyAV is needed for the mp4)."""
 
-    def __init__(self, num_clips: int = 4, every_n_validations: int = 1, seed: int = 0):
-        self.num_clips, self.every, self.seed = num_clips, every_n_validations, seed
+    def __init__(self, num_clips: int = 4, every_n_validations: int = 1, seed: int = 0, mp4: bool = True):
+        self.num_clips, self.every, self.seed, self.mp4 = num_clips, every_n_validations, seed, mp4
         self._batch: dict | None = None
         self._count = 0
 
@@ -79,7 +84,7 @@ class SampleVideos(L.Callback):
         batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in self._batch.items()}
         samples = pl_module.sample_for_logging(batch, seed=self.seed)
         out_dir = Path(trainer.default_root_dir) / "samples"
-        mp4, png = write_samples(out_dir, f"step_{trainer.global_step:07d}", batch, samples)
+        mp4, png = write_samples(out_dir, f"step_{trainer.global_step:07d}", batch, samples, mp4=self.mp4)
         metrics = {}
         for name, video in samples.items():
             metrics[f"val/psnr_{name}"] = psnr(video, batch["video"]).mean().item()
@@ -93,14 +98,14 @@ class SampleVideos(L.Callback):
             if type(lg).__name__ == "WandbLogger":
                 import wandb
 
-                lg.experiment.log(
-                    {"samples/video": wandb.Video(str(mp4)), "samples/strip": wandb.Image(str(png))},
-                    step=trainer.global_step,
-                )
+                media = {"samples/strip": wandb.Image(str(png))}
+                if mp4 is not None:
+                    media["samples/video"] = wandb.Video(str(mp4))
+                lg.experiment.log(media, step=trainer.global_step)
         log.info(
             "samples at step %d: %s (%s)",
             trainer.global_step,
-            mp4,
+            mp4 or png,
             ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()),
         )
 
