@@ -53,7 +53,8 @@ teacher: $(STAMP) ## the embedded-default teacher from scratch (hours on a CPU):
 	$(PY) -m dancelcm.train +experiment=synthetic_teacher ckpt_path=auto
 	$(PY) -m dancelcm.train +experiment=synthetic_teacher_refine ckpt_path=auto
 	test -f runs/synthetic_teacher_refine/export/bundle.json  # never replace the shipped bundle with nothing
-	rm -rf checkpoints/synthetic_teacher.new && cp -r runs/synthetic_teacher_refine/export checkpoints/synthetic_teacher.new
+	# float16 copy (half the size; what ships in git), written beside the shipped bundle, then swapped in
+	$(PY) -m dancelcm.models.bundle half runs/synthetic_teacher_refine/export checkpoints/synthetic_teacher.new
 	rm -rf checkpoints/synthetic_teacher && mv checkpoints/synthetic_teacher.new checkpoints/synthetic_teacher
 
 bench: $(STAMP) ## speed ratios side by side: teacher vs student inference, distill vs plain step, loader vs need

@@ -80,3 +80,58 @@ def load_bundle(directory: str | Path, make_command: str | None = None) -> Bundl
     if ae.get("kind") == "diffusers" and ae.get("pretrained") and (inside / "config.json").is_file():
         ae["pretrained"] = str(inside)  # the copy inside the bundle (see save_bundle)
     return Bundle(animator, schedule, build_autoencoder(**ae), meta)
+
+
+def half_copy(src: str | Path, dst: str | Path, max_rel_error: float = 1e-3) -> dict[str, list[str]]:
+    """Copy a bundle folder with its float weights stored as float16 (half the size: what ships in git).
+
+    A tensor stays float32 when float16 would change it by more than ``max_rel_error`` (RMS error relative
+    to its RMS; e.g. near-zero layers that fall into float16's subnormal range) or overflow. Loading casts
+    back to the model's float32. ``dst`` is written beside as ``<dst>.tmp`` and renamed, so an interrupted
+    copy never leaves half a bundle. Returns ``{weights file: [names kept float32]}``."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    if not (src / "bundle.json").is_file():
+        raise FileNotFoundError(f"{src}: no model bundle here (bundle.json missing)")
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    kept: dict[str, list[str]] = {}
+    for f in sorted(src.rglob("*.safetensors")):
+        out, names = {}, []
+        for k, v in load_file(str(f)).items():
+            h = v.half() if v.is_floating_point() else v
+            if v.is_floating_point() and v.dtype != torch.float16:
+                rms = v.float().square().mean().sqrt()
+                err = (h.float() - v.float()).square().mean().sqrt()
+                if not torch.isfinite(h).all() or (rms > 0 and err > max_rel_error * rms):
+                    h = v
+                    names.append(k)
+            out[k] = h
+        save_file(out, str(tmp / f.relative_to(src)))
+        kept[str(f.relative_to(src))] = names
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return kept
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dancelcm.models.bundle half SRC DST``: a float16 copy of a bundle (see ``half_copy``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m dancelcm.models.bundle", description=main.__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    h = sub.add_parser("half", help="copy a bundle with float16 weights (half the size)")
+    h.add_argument("src")
+    h.add_argument("dst")
+    args = p.parse_args(argv)
+    for name, names in half_copy(args.src, args.dst).items():
+        print(f"{args.dst}/{name}: float16, {len(names)} tensors kept float32 {names[:4]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -192,6 +192,36 @@ def test_a_bundle_with_a_learned_vae_carries_a_copy_and_loads_from_anywhere(tmp_
     torch.testing.assert_close(b.autoencoder.encode(v), ae.encode(v))
 
 
+def test_half_copy_of_a_bundle_loads_in_fp32_and_keeps_tiny_layers_exact(tmp_path):
+    from dancelcm.models.bundle import half_copy, load_bundle, main, save_bundle
+
+    model = tiny_animator()
+    with torch.no_grad():  # a near-zero layer (as a zero-initialised output conv after a few steps)
+        model.backbone.conv_out.weight.mul_(1e-6)
+    meta = {
+        "kind": "teacher",
+        "scheduler": {"num_train_timesteps": 1000},
+        "autoencoder": {"kind": "patch", "factor": 2},
+    }
+    src = save_bundle(tmp_path / "fp32", model, {**meta, "data": {}})
+    kept = half_copy(src, tmp_path / "fp16")
+    assert "backbone" not in str(kept) and "conv_out.weight" in kept["unet/diffusion_pytorch_model.safetensors"]
+    assert not (tmp_path / "fp16.tmp").exists()
+    size = {d: sum(f.stat().st_size for f in (tmp_path / d).rglob("*.safetensors")) for d in ("fp32", "fp16")}
+    assert size["fp16"] < 0.6 * size["fp32"]
+    a, b = load_bundle(src).animator, load_bundle(tmp_path / "fp16").animator
+    assert all(p.dtype == torch.float32 for p in b.parameters())
+    torch.testing.assert_close(b.backbone.conv_out.weight, a.backbone.conv_out.weight, rtol=0, atol=0)
+    x, t, cond = tiny_inputs()
+    with torch.no_grad():
+        ya, yb = a(x, t, cond), b(x, t, cond)
+    assert (ya - yb).abs().max() < 1e-2 * ya.abs().max()
+    main(["half", str(src), str(tmp_path / "cli")])  # the command line does the same
+    assert (tmp_path / "cli" / "bundle.json").is_file()
+    with pytest.raises(FileNotFoundError, match="bundle.json missing"):
+        half_copy(tmp_path / "nowhere", tmp_path / "x")
+
+
 def test_ema_moves_toward_the_online_weights_in_fp32():
     online = torch.nn.Linear(2, 2)
     ema = EMA(online, decay=0.9)
