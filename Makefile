@@ -11,6 +11,8 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(EXTRAS)
 PYTEST_ARGS ?=
+# extra overrides for both teacher stages, e.g. on a GPU: TEACHER_ARGS="trainer=gpu trainer.precision=32-true data.num_workers=6"
+TEACHER_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-slow lint format demo data teacher bench bench-data clean
@@ -50,8 +52,8 @@ demo: $(STAMP) ## the main job on the embedded default: synthetic dancers -> pre
 	@echo "preview: data/demo/preview.png and data/demo/preview.gif"
 
 teacher: $(STAMP) ## the embedded-default teacher from scratch (hours on a CPU): 2 stages -> checkpoints/synthetic_teacher
-	$(PY) -m dancelcm.train +experiment=synthetic_teacher ckpt_path=auto
-	$(PY) -m dancelcm.train +experiment=synthetic_teacher_refine ckpt_path=auto
+	$(PY) -m dancelcm.train +experiment=synthetic_teacher ckpt_path=auto $(TEACHER_ARGS)
+	$(PY) -m dancelcm.train +experiment=synthetic_teacher_refine ckpt_path=auto $(TEACHER_ARGS)
 	test -f runs/synthetic_teacher_refine/export/bundle.json  # never replace the shipped bundle with nothing
 	# float16 copy (half the size; what ships in git), written beside the shipped bundle, then swapped in
 	$(PY) -m dancelcm.models.bundle half runs/synthetic_teacher_refine/export checkpoints/synthetic_teacher.new

@@ -1,5 +1,6 @@
 """Every experiment and every ablation job composes and instantiates (datamodule and LightningModule)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,10 @@ def _compose(overrides):
         return compose(config_name="train", overrides=overrides)
 
 
-def _save_micro_teacher(directory, overrides=()):
-    """An untrained micro teacher bundle matching data.resolution=32; returns (folder, its animator)."""
-    cfg = _compose(["+experiment=synthetic_teacher", "model=animator_micro", "data.resolution=32", *overrides])
+def _save_micro_teacher(directory, overrides=(), experiment="synthetic_teacher"):
+    """An untrained micro teacher bundle (the experiment's architecture) matching data.resolution=32;
+    returns (folder, its animator)."""
+    cfg = _compose([f"+experiment={experiment}", "model=animator_micro", "data.resolution=32", *overrides])
     model = plain(cfg.model)
     animator = Animator(**animator_kwargs(model, 32))
     meta = {
@@ -79,6 +81,17 @@ def test_experiment_composes_and_instantiates(name, micro_bundle, tmp_path):
         stage1, animator = _save_micro_teacher(tmp_path / "stage1", ["model.animator.pixel_refiner=null"])
         micro_state = animator.state_dict()
         overrides.append(f"method.init_from={stage1}")
+    if name == "synthetic_teacher_continue":
+        # starts from the shipped bundle (a micro one of stage 2's architecture stands in): every weight,
+        # the refiner's included
+        assert _compose([f"+experiment={name}"]).method.init_from == "checkpoints/synthetic_teacher"
+        shipped, animator = _save_micro_teacher(tmp_path / "shipped", experiment=name)
+        with torch.no_grad():  # a trained refiner (a fresh one's last conv is zero)
+            animator.pixel_refiner.conv_out.weight.add_(0.5)
+        save_bundle(shipped, animator, json.loads((shipped / "bundle.json").read_text()))
+        micro_state = animator.state_dict()
+        assert any(k.startswith("pixel_refiner.") for k in micro_state)
+        overrides.append(f"method.init_from={shipped}")
     module = build_module(_compose(overrides))
     expected = TeacherModule if name.startswith("synthetic_teacher") else DistillModule
     assert isinstance(module, expected)
@@ -87,6 +100,10 @@ def test_experiment_composes_and_instantiates(name, micro_bundle, tmp_path):
         for k, v in module.animator.state_dict().items():
             if not k.startswith("pixel_refiner."):
                 assert torch.equal(v, micro_state[k]), k
+    if name == "synthetic_teacher_continue":
+        assert module.lr_anneal is not None
+        for k, v in module.animator.state_dict().items():
+            assert torch.equal(v, micro_state[k]), k
     if name == "synthetic_lcm":
         assert module.segments.num_segments == 1 and module.student.aux_head is None
         assert "face" not in module.student.animator.condition_names and module.loss_cfg["motion_weight"] == 0
