@@ -99,7 +99,7 @@ def half_copy(src: str | Path, dst: str | Path, max_rel_error: float = 1e-3) -> 
         raise FileNotFoundError(f"{src}: no model bundle here (bundle.json missing)")
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors"))  # the weights are written below
     kept: dict[str, list[str]] = {}
     for f in sorted(src.rglob("*.safetensors")):
         out, names = {}, []
