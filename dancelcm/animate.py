@@ -74,16 +74,20 @@ def load_pose(path: str | Path, size: tuple[int, int], max_frames: int | None = 
     return resize_center_crop(x, size)[0].clamp(-1, 1)
 
 
-def make_sampler(bundle, steps: int, guidance: float, seed: int = 0):
-    """The bundle's sampler: DDIM + CFG for a teacher, the consistency sampler (no CFG) for a student."""
-    from dancelcm.evaluate import student_sampler, teacher_sampler
+def make_sampler(bundle, steps: int, guidance: float, seed: int = 0, uncond: list[str] | None = None):
+    """The bundle's sampler: DDIM + CFG for a teacher (``uncond``: the conditions its unconditional half drops;
+    None: the bundle's setting), the consistency sampler (no CFG) for a student."""
+    from dancelcm.evaluate import bundle_uncond, student_sampler, teacher_sampler
 
     if bundle.meta.get("kind") == "student":
         if guidance != 1.0:
             raise InputError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
         return student_sampler(bundle, steps, seed)
-    uncond = list(bundle.meta.get("sampling", {}).get("uncond", ["reference"]))
-    return teacher_sampler(bundle, steps, guidance, uncond)
+    try:
+        names = bundle_uncond(bundle, uncond)
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    return teacher_sampler(bundle, steps, guidance, names)
 
 
 @torch.no_grad()
@@ -96,11 +100,12 @@ def animate(
     window: int,
     seed: int = 0,
     face_box: torch.Tensor | None = None,
+    uncond: list[str] | None = None,
 ) -> torch.Tensor:
     """(3, H, W) reference + (F, 3, H, W) pose -> (F, 3, H, W) video in [-1, 1]."""
     from dancelcm.data.dataset import crop_square
 
-    sampler = make_sampler(bundle, steps, guidance, seed)
+    sampler = make_sampler(bundle, steps, guidance, seed, uncond)
     fac, c = bundle.autoencoder.factor, bundle.animator.latent_channels
     h, w = pose.shape[-2:]
     extra = {}
@@ -153,7 +158,8 @@ def main() -> None:
         pose = load_pose(cfg.pose, size, cfg.max_frames)
         sampler = f"the student, {steps} steps, no CFG" if student else f"DDIM-{steps}, CFG {guidance:g}"
         log.info("animating %d frames at %dx%d with %s, windows of %d", len(pose), *size, sampler, window)
-        video = animate(bundle, reference, pose, steps, guidance, window, cfg.seed, face_box)
+        uncond = None if cfg.get("uncond") is None else list(cfg.uncond)
+        video = animate(bundle, reference, pose, steps, guidance, window, cfg.seed, face_box, uncond)
         frames = to_uint8(video[None])[0]
         if cfg.layout == "side_by_side":
             ref = to_uint8(reference[None, None].expand(1, len(pose), -1, -1, -1))[0]

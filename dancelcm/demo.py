@@ -36,7 +36,7 @@ def side_by_side(cfg, runs: dict[str, Path], out_dir: Path) -> Path:
     from hydra.utils import instantiate
 
     from dancelcm.callbacks.samples import write_samples
-    from dancelcm.evaluate import clip_noise, student_sampler, teacher_sampler
+    from dancelcm.evaluate import bundle_uncond, clip_noise, student_sampler, teacher_sampler
     from dancelcm.models.bundle import load_bundle
 
     teacher = load_bundle(cfg.teacher)
@@ -47,8 +47,8 @@ def side_by_side(cfg, runs: dict[str, Path], out_dir: Path) -> Path:
     fac, c = teacher.autoencoder.factor, teacher.animator.latent_channels
     f, _, h, w = batch["video"].shape[1:]
     noise = clip_noise(batch["clip_index"], (c, f, h // fac, w // fac), cfg.seed)
-    uncond = list(teacher.meta.get("sampling", {}).get("uncond", ["reference"]))
-    samples = {"teacher DDIM-50 CFG": teacher_sampler(teacher, 50, cfg.guidance, uncond).fn(batch, noise)}
+    teacher_50 = teacher_sampler(teacher, 50, cfg.guidance, bundle_uncond(teacher))
+    samples = {"teacher DDIM-50 CFG": teacher_50.fn(batch, noise)}
     for label, run_dir in runs.items():
         samples[f"{label} 4 steps"] = student_sampler(load_bundle(run_dir / "export"), 4, cfg.seed).fn(batch, noise)
     with torch.no_grad():

@@ -32,7 +32,24 @@ class SamplerSpec:
     fn: Callable[[dict, torch.Tensor], torch.Tensor]  # (batch, latent noise) -> video in [-1, 1]
 
 
-def teacher_sampler(bundle, steps: int, guidance: float, uncond: list[str]) -> SamplerSpec:
+def bundle_uncond(bundle, override: list[str] | None = None) -> list[str]:
+    """The conditions the unconditional half of CFG drops: ``override`` when given, else the setting the
+    teacher was trained and validated with (its bundle's ``sampling.uncond``). Names are checked against the
+    model's conditions, since dropping an unknown name would silently leave CFG without effect."""
+    default = bundle.meta.get("sampling", {}).get("uncond", ["reference"])
+    names = list(override if override is not None else default)
+    known = list(bundle.animator.condition_names)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"uncond={names}: CFG's unconditional half must drop one or more of this model's conditions {known}"
+            + (f"; {unknown} is not one" if unknown else "")
+            + " (guidance=1.0 samples without CFG)"
+        )
+    return names
+
+
+def teacher_sampler(bundle, steps: int, guidance: float, uncond: list[str], show_uncond: bool = False) -> SamplerSpec:
     from dancelcm.diffusion.samplers import ddim_sample
     from dancelcm.lit.common import make_conditions, with_dropped
 
@@ -45,6 +62,8 @@ def teacher_sampler(bundle, steps: int, guidance: float, uncond: list[str]) -> S
         return bundle.autoencoder.decode(z).clamp(-1, 1)
 
     name = f"teacher DDIM-{steps}" + (f" CFG {guidance:g}" if guidance != 1.0 else "")
+    if show_uncond and guidance != 1.0:  # a non-default unconditional half, named in tables
+        name += f" drop {'+'.join(uncond)}"
     return SamplerSpec(name, steps * (2 if guidance != 1.0 else 1), fn)
 
 
@@ -375,14 +394,19 @@ def main() -> None:
         samplers = []
         if cfg.reference_baseline:
             samplers.append(reference_copy())
-        uncond = list(bundle.meta.get("sampling", {}).get("uncond", ["reference"]))
+        override = cfg.get("uncond")
+        try:
+            uncond = bundle_uncond(bundle, None if override is None else list(override))
+        except ValueError as e:
+            raise SystemExit(f"dancelcm.evaluate: {e}") from e
+        shown = override is not None and uncond != bundle_uncond(bundle)
         for steps in cfg.teacher_steps:
             for g in cfg.guidance:
-                samplers.append(teacher_sampler(bundle, int(steps), float(g), uncond))
+                samplers.append(teacher_sampler(bundle, int(steps), float(g), uncond, shown))
         reference = None
         if cfg.vs_teacher:
             n, g = int(cfg.vs_teacher.steps), float(cfg.vs_teacher.guidance)
-            ref = teacher_sampler(bundle, n, g, uncond)
+            ref = teacher_sampler(bundle, n, g, uncond, shown)
             reference = ref.name
             if all(sp.name != ref.name for sp in samplers):
                 samplers.append(ref)
