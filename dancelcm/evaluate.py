@@ -397,9 +397,9 @@ def main() -> None:
         override = cfg.get("uncond")
         try:
             uncond = bundle_uncond(bundle, None if override is None else list(override))
+            shown = override is not None and uncond != bundle_uncond(bundle)  # named in the table when not default
         except ValueError as e:
             raise SystemExit(f"dancelcm.evaluate: {e}") from e
-        shown = override is not None and uncond != bundle_uncond(bundle)
         for steps in cfg.teacher_steps:
             for g in cfg.guidance:
                 samplers.append(teacher_sampler(bundle, int(steps), float(g), uncond, shown))
