@@ -77,7 +77,8 @@ def load_pose(path: str | Path, size: tuple[int, int], max_frames: int | None = 
 def make_sampler(bundle, steps: int, guidance: float, seed: int = 0, uncond: list[str] | None = None):
     """The bundle's sampler: DDIM + CFG for a teacher (``uncond``: the conditions its unconditional half drops;
     None: the bundle's setting), the consistency sampler (no CFG) for a student."""
-    from dancelcm.evaluate import bundle_uncond, student_sampler, teacher_sampler
+    from dancelcm.evaluate import student_sampler, teacher_sampler
+    from dancelcm.models.bundle import bundle_uncond
 
     if bundle.meta.get("kind") == "student":
         if guidance != 1.0:

@@ -36,8 +36,8 @@ def side_by_side(cfg, runs: dict[str, Path], out_dir: Path) -> Path:
     from hydra.utils import instantiate
 
     from dancelcm.callbacks.samples import write_samples
-    from dancelcm.evaluate import bundle_uncond, clip_noise, student_sampler, teacher_sampler
-    from dancelcm.models.bundle import load_bundle
+    from dancelcm.evaluate import clip_noise, student_sampler, teacher_sampler
+    from dancelcm.models.bundle import bundle_uncond, load_bundle
 
     teacher = load_bundle(cfg.teacher)
     dm = instantiate(cfg.data)

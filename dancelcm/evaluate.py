@@ -32,23 +32,6 @@ class SamplerSpec:
     fn: Callable[[dict, torch.Tensor], torch.Tensor]  # (batch, latent noise) -> video in [-1, 1]
 
 
-def bundle_uncond(bundle, override: list[str] | None = None) -> list[str]:
-    """The conditions the unconditional half of CFG drops: ``override`` when given, else the setting the
-    teacher was trained and validated with (its bundle's ``sampling.uncond``). Names are checked against the
-    model's conditions, since dropping an unknown name would silently leave CFG without effect."""
-    default = bundle.meta.get("sampling", {}).get("uncond", ["reference"])
-    names = list(override if override is not None else default)
-    known = list(bundle.animator.condition_names)
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise ValueError(
-            f"uncond={names}: CFG's unconditional half must drop one or more of this model's conditions {known}"
-            + (f"; {unknown} is not one" if unknown else "")
-            + " (guidance=1.0 samples without CFG)"
-        )
-    return names
-
-
 def teacher_sampler(bundle, steps: int, guidance: float, uncond: list[str], show_uncond: bool = False) -> SamplerSpec:
     from dancelcm.diffusion.samplers import ddim_sample
     from dancelcm.lit.common import make_conditions, with_dropped
@@ -382,7 +365,7 @@ def main() -> None:
 
         from dancelcm.metrics.features import FrameEncoder
         from dancelcm.metrics.perceptual import PerceptualMetrics
-        from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
+        from dancelcm.models.bundle import TEACHER_COMMAND, bundle_uncond, load_bundle
 
         torch.manual_seed(cfg.seed)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)

@@ -32,7 +32,7 @@ from dancelcm.lit.common import (
     with_dropped,
 )
 from dancelcm.models.animator import Animator
-from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
+from dancelcm.models.bundle import TEACHER_COMMAND, bundle_uncond, load_bundle
 from dancelcm.models.ema import EMA
 
 
@@ -159,7 +159,10 @@ class DistillModule(L.LightningModule):
         self.weights = LossWeights(
             loss["distance"], loss["huber_c"], loss["aux_weight"] if aux_head else 0.0, loss["aux_weighted"]
         )
-        self.uncond = list(uncond or self.teacher_meta.get("sampling", {}).get("uncond", ["reference"]))
+        try:  # the teacher bundle's setting unless method.uncond is given; names checked against its conditions
+            self.uncond = bundle_uncond(bundle, uncond or None)
+        except ValueError as e:
+            raise ValueError(f"method.{e}") from e
         self.condition_dropout = {k: v for k, v in (condition_dropout or {}).items() if v > 0}
         unknown = set(self.condition_dropout) - set(self.student.animator.condition_names)
         if unknown:

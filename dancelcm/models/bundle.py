@@ -40,6 +40,23 @@ class Bundle:
         return self
 
 
+def bundle_uncond(bundle, override: list[str] | None = None) -> list[str]:
+    """The conditions the unconditional half of CFG drops: ``override`` when given, else the setting the
+    teacher was trained and validated with (its bundle's ``sampling.uncond``). Names are checked against the
+    model's conditions, since dropping an unknown name would silently leave CFG without effect."""
+    default = bundle.meta.get("sampling", {}).get("uncond", ["reference"])
+    names = list(override if override is not None else default)
+    known = list(bundle.animator.condition_names)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"uncond={names}: CFG's unconditional half must drop one or more of this model's conditions {known}"
+            + (f"; {unknown} is not one" if unknown else "")
+            + " (guidance=1.0 samples without CFG)"
+        )
+    return names
+
+
 def save_bundle(directory: str | Path, animator: Animator, meta: dict, autoencoder=None) -> Path:
     """Write the bundle. A learned ``autoencoder`` (``DiffusersAutoencoder``) is saved into ``DIR/vae`` and
     ``meta['autoencoder']['pretrained']`` rewritten to that relative name; the patch autoencoder has no weights."""

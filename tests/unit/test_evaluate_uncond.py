@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from dancelcm.diffusion.schedule import NoiseSchedule
-from dancelcm.evaluate import bundle_uncond, teacher_sampler
+from dancelcm.evaluate import teacher_sampler
 from dancelcm.models.autoencoder import PatchAutoencoder
+from dancelcm.models.bundle import bundle_uncond
 
 
 class _SpyNet(torch.nn.Module):
