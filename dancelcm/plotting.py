@@ -19,10 +19,18 @@ def panel_row(n: int, width: float = 4.5, height: float = 3.5):
 def finish(fig, axes, path: Path, xlabel: str, titles: list[str], xlog: bool = False) -> Path:
     """Grid, labels, one legend on the first panel; writes ``path`` and closes the figure."""
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     for ax, title in zip(axes, titles):
         if xlog:
+            # ticks at the plotted x values, written plainly (matplotlib's log axis labels minor ticks as
+            # overlapping "2x10^0" when a panel spans less than a decade)
+            xs = sorted({float(x) for line in ax.get_lines() for x in line.get_xdata() if x > 0})
             ax.set_xscale("log")
+            if xs:
+                ax.set_xticks(xs)
+                ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_xlabel(xlabel)
         ax.set_title(title)
         ax.grid(alpha=0.3)
