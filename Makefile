@@ -11,6 +11,8 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(EXTRAS)
 PYTEST_ARGS ?=
+# extra options of the demo, e.g. DEMO_ARGS="distill_steps=2000 max_clips=80" on a GPU machine
+DEMO_ARGS ?=
 # extra overrides for both teacher stages, e.g. on a GPU: TEACHER_ARGS="trainer=gpu trainer.precision=32-true data.num_workers=6"
 TEACHER_ARGS ?=
 
@@ -46,10 +48,8 @@ format: $(STAMP) ## apply ruff fixes and formatting
 data: $(STAMP) ## generate the synthetic dancer dataset in data/synthetic (if missing)
 	@test -f data/synthetic/dataset.json || $(PY) -m dancelcm.data.synthesize out_dir=data/synthetic
 
-demo: $(STAMP) ## the main job on the embedded default: synthetic dancers -> preview + loader check
-	$(PY) -m dancelcm.data.synthesize out_dir=data/demo num_videos=40 overwrite=true
-	$(PY) -m dancelcm.data.benchmark root=data/demo num_frames=8 resolution=64 workers=[2] clips=64
-	@echo "preview: data/demo/preview.png and data/demo/preview.gif"
+demo: $(STAMP) ## the main job: synthetic dancers -> shipped teacher -> DanceLCM K=4 + VideoLCM baseline -> table + video (~45 min on 2 CPU cores)
+	$(PY) -m dancelcm.demo $(DEMO_ARGS)
 
 teacher: $(STAMP) ## the embedded-default teacher from scratch (hours on a CPU): 2 stages -> checkpoints/synthetic_teacher
 	$(PY) -m dancelcm.train +experiment=synthetic_teacher ckpt_path=auto $(TEACHER_ARGS)

@@ -312,7 +312,7 @@ def _family(name: str) -> str:
 
 def plot_quality_vs_nfe(summary: dict, path: Path) -> Path | None:
     """One panel per metric, NFE on a log axis, one line per sampler family (teacher, each student)."""
-    from dancelcm.plotting import finish, panel_row
+    from dancelcm.plotting import colours, finish, panel_row
 
     panels = [(k, t) for k, t in PLOT_METRICS if any(k in v for v in summary.values())]
     families: dict[str, list[tuple[int, dict]]] = {}
@@ -322,11 +322,12 @@ def plot_quality_vs_nfe(summary: dict, path: Path) -> Path | None:
     if not panels or not families:
         return None
     fig, axes = panel_row(len(panels), 4.2, 3.4)
+    colour = colours(families)
     for ax, (k, _) in zip(axes, panels):
         for fam, pts in families.items():
             pts = sorted((n, v[k]["mean"] if isinstance(v.get(k), dict) else v.get(k)) for n, v in pts if k in v)
             if pts:
-                ax.plot([n for n, _ in pts], [y for _, y in pts], marker="o", label=fam)
+                ax.plot([n for n, _ in pts], [y for _, y in pts], marker="o", label=fam, color=colour[fam])
     return finish(fig, axes, path, "NFE (network evaluations per clip)", [t for _, t in panels], xlog=True)
 
 

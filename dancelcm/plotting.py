@@ -16,8 +16,15 @@ def panel_row(n: int, width: float = 4.5, height: float = 3.5):
     return fig, list(axes[0])
 
 
+def colours(labels) -> dict[str, str]:
+    """One fixed colour per line label, the same in every panel (matplotlib's cycle restarts per panel, so a
+    label missing from one panel would shift the colours of the others there)."""
+    return {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(labels))}
+
+
 def finish(fig, axes, path: Path, xlabel: str, titles: list[str], xlog: bool = False) -> Path:
-    """Grid, labels, one legend on the first panel; writes ``path`` and closes the figure."""
+    """Grid, labels, one legend on the first panel (with the lines of all panels); writes ``path``, closes the
+    figure."""
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
@@ -34,7 +41,12 @@ def finish(fig, axes, path: Path, xlabel: str, titles: list[str], xlog: bool = F
         ax.set_xlabel(xlabel)
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles: dict[str, object] = {}  # every label of every panel, once, on the first panel
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        axes[0].legend(list(handles.values()), list(handles), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

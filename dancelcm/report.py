@@ -182,12 +182,13 @@ def seed_table(study: dict) -> str:
 
 def plot_study(study: dict, path: Path) -> Path | None:
     """One panel per evaluation metric: student steps on x, one line per run group, error bars = seed spread."""
-    from dancelcm.plotting import finish, panel_row
+    from dancelcm.plotting import colours, finish, panel_row
 
     keys = [k for k in EVAL_METRICS if any(k in m for g in study.values() for s, m in g.items() if "-step" in s)]
     if not keys:
         return None
     fig, axes = panel_row(len(keys), 4.2, 3.4)
+    colour = colours(study)
     for ax, k in zip(axes, keys):
         for g, samplers in study.items():
             pts = [(_sampler_order(s)[0], m[k]) for s, m in samplers.items() if "-step" in s and k in m]
@@ -195,23 +196,36 @@ def plot_study(study: dict, path: Path) -> Path | None:
                 pts.sort(key=lambda p: p[0])
                 err = [0.0 if math.isnan(v["std"]) else v["std"] for _, v in pts]
                 ax.errorbar(
-                    [n for n, _ in pts], [v["mean"] for _, v in pts], yerr=err, marker="o", capsize=3, label=g[:60]
+                    [n for n, _ in pts],
+                    [v["mean"] for _, v in pts],
+                    yerr=err,
+                    marker="o",
+                    capsize=3,
+                    label=g[:60],
+                    color=colour[g],
                 )
     return finish(fig, axes, path, "student steps", list(keys), xlog=True)
 
 
 def plot(entries: list[dict], metrics: list[str], path: Path) -> Path | None:
-    from dancelcm.plotting import finish, panel_row
+    from dancelcm.plotting import colours, finish, panel_row
 
     curves = [m for m in metrics if m != "step" and any(len(e["series"].get(m, [])) > 0 for e in entries)]
     if not curves:
         return None
     fig, axes = panel_row(len(curves), 5.0, 3.6)
+    colour = colours(e["run"] for e in entries)
     for ax, m in zip(axes, curves):
         for e in entries:
             pts = e["series"].get(m, [])
             if pts:
-                ax.plot([s for s, _ in pts], [v for _, v in pts], marker="." if len(pts) < 30 else None, label=e["run"])
+                ax.plot(
+                    [s for s, _ in pts],
+                    [v for _, v in pts],
+                    marker="." if len(pts) < 30 else None,
+                    label=e["run"],
+                    color=colour[e["run"]],
+                )
     return finish(fig, axes, path, "step", curves)
 
 
