@@ -48,7 +48,7 @@ format: $(STAMP) ## apply ruff fixes and formatting
 data: $(STAMP) ## generate the synthetic dancer dataset in data/synthetic (if missing)
 	@test -f data/synthetic/dataset.json || $(PY) -m dancelcm.data.synthesize out_dir=data/synthetic
 
-demo: $(STAMP) ## the main job: synthetic dancers -> shipped teacher -> DanceLCM K=4 + VideoLCM baseline -> table + video (~45 min on 2 CPU cores)
+demo: $(STAMP) ## the main job: synthetic dancers -> shipped teacher -> DanceLCM K=4 + VideoLCM baseline -> table + video (~40 min on 2 CPU cores)
 	$(PY) -m dancelcm.demo $(DEMO_ARGS)
 
 teacher: $(STAMP) ## the embedded-default teacher from scratch (hours on a CPU): 2 stages -> checkpoints/synthetic_teacher
