@@ -54,14 +54,10 @@ def main() -> None:
         stages = [("data", f"synthetic dancers in {cfg.data.root}"), ("teacher", str(cfg.teacher))]
         stages += [(f"distill {label}", f"{experiment}, {cfg.distill_steps} steps") for label, experiment in STUDENTS]
         stages += [("evaluate", f"{cfg.max_clips} held-out clips")]
-        times: list[tuple[str, float]] = []
-        clock = [time.perf_counter()]
+        starts: list[float] = []  # when each stage began; a stage's time runs to the next one's start
 
         def stage(i: int) -> None:
-            now = time.perf_counter()
-            if i > 0:
-                times.append((stages[i - 1][0], now - clock[0]))
-            clock[0] = now
+            starts.append(time.perf_counter())
             if i < len(stages):
                 log.info("\n==> [%d/%d] %s: %s", i + 1, len(stages), *stages[i])
 
@@ -117,7 +113,7 @@ def main() -> None:
         stage(len(stages))
         total = time.perf_counter() - t_start
         table = (out / "eval" / "table.md").read_text()
-        timing = "\n".join(f"| {name} | {sec / 60:.1f} |" for name, sec in times)
+        timing = "\n".join(f"| {name} | {(b - a) / 60:.1f} |" for (name, _), a, b in zip(stages, starts, starts[1:]))
         summary = (
             f"# DanceLCM demo\n\nStage times (minutes):\n\n| stage | min |\n|---|---|\n{timing}\n"
             f"| **total** | **{total / 60:.1f}** |\n\n{table}\n"

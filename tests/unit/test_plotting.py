@@ -17,7 +17,7 @@ def test_log_axis_ticks_are_the_plotted_values(tmp_path):
         assert ax.get_xscale() == "log"
 
 
-def test_a_line_missing_from_the_first_panel_keeps_its_colour_and_legend(tmp_path):
+def test_a_line_missing_from_the_first_panel_keeps_its_colour_and_legend(tmp_path, monkeypatch):
     from dancelcm.evaluate import plot_quality_vs_nfe
 
     def row(nfe, **m):
@@ -42,10 +42,7 @@ def test_a_line_missing_from_the_first_panel_keeps_its_colour_and_legend(tmp_pat
         seen["legend"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
         real_close(fig)
 
-    plt.close = spy_close
-    try:
-        assert plot_quality_vs_nfe(summary, tmp_path / "q.png").exists()
-    finally:
-        plt.close = real_close
+    monkeypatch.setattr(plt, "close", spy_close)
+    assert plot_quality_vs_nfe(summary, tmp_path / "q.png").exists()
     assert seen["A"] == {"C1"} and seen["B"] == {"C2"} and seen["teacher DDIM CFG 2"] == {"C0"}
     assert seen["legend"] == ["A", "B", "teacher DDIM CFG 2"]
