@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from dancelcm.metrics.quality import clip_metrics
+from dancelcm.metrics.quality import clip_metrics, clip_metrics_vs, clip_regions
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,6 @@ def evaluate(
     ``reference_cache`` the reference's videos (and their measured seconds) are read from there when
     present and added to it otherwise, so evaluating many students against one teacher runs it once.
     """
-    from dancelcm.metrics.quality import psnr
 
     order = sorted(samplers, key=lambda s: s.name != reference)  # the reference runs first
     from tqdm.auto import tqdm
@@ -190,6 +189,7 @@ def evaluate(
             feats["__real__"].append(frame_features(feature_net, batch["video"].cpu()))
         add_perceptual("__real__", batch["video"])
         ref_video = None
+        regions = clip_regions(batch)
         if keep_clips and kept_batch is None:
             kept_batch = {k: (v[:keep_clips].cpu() if torch.is_tensor(v) else v[:keep_clips]) for k, v in batch.items()}
         for s in order:
@@ -205,14 +205,14 @@ def evaluate(
             r = results[s.name]
             r["seconds"] += dt
             r["clips"] += b
-            metrics = clip_metrics(video, batch)
+            metrics = clip_metrics(video, batch, regions)
             lp = perceptual.lpips(video, batch["video"]) if perceptual else None
             if lp is not None:
                 metrics["lpips"] = lp
             if s.name == reference:
                 ref_video = video
             elif ref_video is not None:  # the reference itself would score infinity
-                metrics["psnr_vs_teacher"] = psnr(video, ref_video)
+                metrics |= clip_metrics_vs(video, ref_video, regions)
             for k, v in metrics.items():
                 r["per_clip"].setdefault(k, []).extend(v.cpu().tolist())
             if feature_net is not None:
@@ -253,6 +253,9 @@ def evaluate(
 TABLE_COLUMNS = (
     ("nfe", "NFE"),
     ("psnr_vs_teacher", "PSNR vs teacher"),
+    ("psnr_vs_teacher_figure", "vs teacher fig"),
+    ("psnr_vs_teacher_face", "vs teacher face"),
+    ("psnr_vs_teacher_motion", "vs teacher motion"),
     ("seconds_per_clip", "s/clip"),
     ("psnr", "PSNR"),
     ("ssim", "SSIM"),

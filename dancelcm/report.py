@@ -1,5 +1,5 @@
-"""``python -m dancelcm.report runs=DIR``: the runs of a sweep (or any runs) side by side, from the local run
-folders alone (no W&B server): a markdown table, a CSV and a plot of the training curves.
+"""``python -m dancelcm.report runs=DIR [compare=GROUP]``: the runs of a sweep (or any runs) side by side, from
+the local run folders alone (no W&B server): a markdown table, a CSV and a plot of the training curves.
 
 A run is a folder with ``csv/version_*/metrics.csv`` (every launch of a resumed run is merged by step)
 and, when Hydra wrote it, ``.hydra/config.yaml`` and ``.hydra/overrides.yaml``. The table has one row per
@@ -7,8 +7,9 @@ run: the config values an ablation varies (K, motion weight, face injection, aux
 logged value of each metric, and, when ``<run>/eval/metrics.json`` exists (``python -m dancelcm.evaluate
 ... out_dir=<run>/eval``), the evaluation's headline numbers for the run's students. Runs that differ only by
 ``seed=`` are also averaged: ``over_seeds.json``, a table (mean ± the spread between seeds) and
-``over_seeds.png`` (each metric against student steps, error bars = that spread).
-"""
+``over_seeds.png`` (each metric against student steps, error bars = that spread). ``compare=GROUP`` (e.g.
+``variant=full``) adds each other group's difference from that one, paired by seed and clip, with its noise
+(``deltas.json``, :func:`paired_deltas`)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,17 @@ CONFIG_COLUMNS = (
     ("seed", "seed"),
 )
 DEFAULT_METRICS = ("train/loss_cd", "val/loss_cd", "train/loss_aux", "step")
-EVAL_METRICS = ("psnr_vs_teacher", "psnr_figure", "psnr_face", "psnr_motion", "sharpness", "fd")
+EVAL_METRICS = (
+    "psnr_vs_teacher",
+    "psnr_vs_teacher_figure",
+    "psnr_vs_teacher_face",
+    "psnr_vs_teacher_motion",
+    "psnr_figure",
+    "psnr_face",
+    "psnr_motion",
+    "sharpness",
+    "fd",
+)
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -85,6 +96,7 @@ def read_run(run: Path, root: Path) -> dict:
         "series": metrics,
         "eval": {},
     }
+    entry["per_clip"] = read_per_clip(run / "eval" / "per_clip.csv")
     eval_file = run / "eval" / "metrics.json"
     if eval_file.exists():
         for sampler, values in json.loads(eval_file.read_text()).items():
@@ -94,6 +106,22 @@ def read_run(run: Path, root: Path) -> dict:
                 if k in values
             }
     return entry
+
+
+def read_per_clip(path: Path) -> dict[str, dict[str, dict[int, float]]]:
+    """``{sampler: {metric: {clip: value}}}`` from an evaluation's ``per_clip.csv`` (the EVAL_METRICS columns;
+    empty when the file is missing). Every run of a sweep is evaluated on the same clips from the same noise,
+    so the clip index pairs two runs' values."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    if not path.exists():
+        return out
+    with open(path) as fh:
+        for row in csv.DictReader(fh):
+            per = out.setdefault(row["sampler"], {})
+            for k in EVAL_METRICS:
+                if row.get(k) not in (None, ""):
+                    per.setdefault(k, {})[int(row["clip"])] = float(row[k])
+    return out
 
 
 def _fmt(v) -> str:
@@ -128,13 +156,27 @@ def group_key(entry: dict) -> str:
     return ",".join(rest) if rest else entry["name"]
 
 
+def seed_groups(entries: list[dict]) -> dict[str, list[dict]]:
+    """The evaluated runs grouped by everything but their seed. A group's label is its overrides that some other
+    group does not share (``+variant=full``, not the sweep's common budget too); the whole key when alone."""
+    keyed: dict[str, list[dict]] = {}
+    for e in entries:
+        if e["eval"]:
+            keyed.setdefault(group_key(e), []).append(e)
+    if len(keyed) < 2:
+        return keyed
+    parts = {k: k.split(",") for k in keyed}
+    common = set.intersection(*(set(p) for p in parts.values()))
+    labels = {k: ",".join(o for o in p if o not in common) or k for k, p in parts.items()}
+    if len(set(labels.values())) < len(labels):  # should not happen; keep the full keys rather than merge groups
+        return keyed
+    return {labels[k]: runs for k, runs in keyed.items()}
+
+
 def over_seeds(entries: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
     """``{group: {sampler: {metric: {mean, std, n, seeds}}}}``: the evaluation of runs that differ only by their
     seed, averaged over the seeds; ``std`` is the spread between seeds (NaN with one seed)."""
-    groups: dict[str, list[dict]] = {}
-    for e in entries:
-        if e["eval"]:
-            groups.setdefault(group_key(e), []).append(e)
+    groups = seed_groups(entries)
     out: dict[str, dict[str, dict[str, dict]]] = {}
     for g, runs in groups.items():
         samplers = sorted({s for e in runs for s in e["eval"]}, key=_sampler_order)
@@ -153,6 +195,97 @@ def over_seeds(entries: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
                         "seeds": seeds,
                     }
     return out
+
+
+def _match_group(groups, name: str) -> str:
+    bare = {g.replace("+", ""): g for g in groups}
+    if name in groups:
+        return name
+    if name.replace("+", "") in bare:
+        return bare[name.replace("+", "")]
+    raise ValueError(f"compare={name}: no such run group; the groups are {sorted(groups)}")
+
+
+def paired_deltas(entries: list[dict], reference: str) -> dict[str, dict[str, dict[str, dict]]]:
+    """Every other run group against ``reference`` (a group label, e.g. ``variant=full``), per student sampler
+    and metric: ``{group: {sampler: {metric: {mean, noise, above_noise, seeds: [{seed, delta, se, n}]}}}}``.
+
+    Runs are paired by seed, and per-clip metrics by clip (same clips, same noise): per seed, ``delta`` is the
+    mean over clips of (group - reference) and ``se`` its standard error over clips. ``mean`` averages the seeds'
+    deltas; ``noise`` is the larger of two per-seed standard errors (the test clips) and the spread of the delta
+    between seeds (training noise); ``above_noise`` when every seed's delta has the same sign, is more than two
+    standard errors from zero (per-clip metrics), and, with two or more seeds, ``|mean| > noise``. Metrics with no
+    per-clip value (the Frechet distance) compare the runs' values, with the seed spread as their only noise."""
+    groups = seed_groups(entries)
+    ref = _match_group(groups, reference)
+    by_seed = {g: {str(e["config"].get("seed")): e for e in runs} for g, runs in groups.items()}
+    out: dict[str, dict[str, dict[str, dict]]] = {}
+    for g in groups:
+        if g == ref:
+            continue
+        seeds = sorted(set(by_seed[g]) & set(by_seed[ref]))
+        samplers = sorted(
+            {s for seed in seeds for s in by_seed[g][seed]["eval"] if "-step" in s and s in by_seed[ref][seed]["eval"]},
+            key=_sampler_order,
+        )
+        for sampler in samplers:
+            for k in EVAL_METRICS:
+                per_seed = []
+                for seed in seeds:
+                    a, b = by_seed[g][seed], by_seed[ref][seed]
+                    pa, pb = a["per_clip"].get(sampler, {}).get(k), b["per_clip"].get(sampler, {}).get(k)
+                    if pa and pb:
+                        d = [pa[c] - pb[c] for c in sorted(set(pa) & set(pb))]
+                        d = [x for x in d if not math.isnan(x)]
+                        if not d:
+                            continue
+                        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+                        per_seed.append({"seed": seed, "delta": statistics.fmean(d), "se": se, "n": len(d)})
+                    else:
+                        va, vb = a["eval"].get(sampler, {}).get(k), b["eval"].get(sampler, {}).get(k)
+                        if va is None or vb is None or math.isnan(va) or math.isnan(vb):
+                            continue
+                        per_seed.append({"seed": seed, "delta": va - vb, "se": math.nan, "n": 1})
+                if not per_seed:
+                    continue
+                deltas = [p["delta"] for p in per_seed]
+                mean = statistics.fmean(deltas)
+                spread = statistics.stdev(deltas) if len(deltas) > 1 else math.nan
+                ses = [p["se"] for p in per_seed if not math.isnan(p["se"])]
+                noise = max([*ses, *([] if math.isnan(spread) else [spread])], default=math.nan)
+                same_sign = all(d > 0 for d in deltas) or all(d < 0 for d in deltas)
+                clear = all(math.isnan(p["se"]) or abs(p["delta"]) > 2 * p["se"] for p in per_seed)
+                above = same_sign and clear and (len(deltas) < 2 or abs(mean) > spread)
+                out.setdefault(g, {}).setdefault(sampler, {})[k] = {
+                    "mean": mean,
+                    "noise": noise,
+                    "above_noise": bool(above and not math.isnan(noise)),
+                    "seeds": per_seed,
+                }
+    return out
+
+
+def delta_table(deltas: dict, reference: str) -> str:
+    """Markdown: one row per (group, student sampler); each cell ``mean delta ± noise``, ``*`` above noise."""
+    keys = [k for k in EVAL_METRICS if any(k in m for g in deltas.values() for m in g.values())]
+    lines = [
+        f"| runs - {reference} | sampler | seeds | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 3) + "|",
+    ]
+    for g, samplers in deltas.items():
+        for sampler, m in samplers.items():
+            n = max(len(v["seeds"]) for v in m.values())
+            cells = []
+            for k in keys:
+                v = m.get(k)
+                if v is None:
+                    cells.append("")
+                    continue
+                fmt = "+.3f" if k == "sharpness" else "+.2f"
+                noise = "" if math.isnan(v["noise"]) else f" ± {v['noise']:{fmt[1:]}}"
+                cells.append(f"{v['mean']:{fmt}}{noise}{' *' if v['above_noise'] else ''}")
+            lines.append(f"| {g} | {sampler} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _sampler_order(name: str) -> tuple[int, str]:
@@ -229,7 +362,9 @@ def plot(entries: list[dict], metrics: list[str], path: Path) -> Path | None:
     return finish(fig, axes, path, "step", curves)
 
 
-def report(root: str | Path, out: str | Path | None = None, metrics: list[str] | None = None) -> dict:
+def report(
+    root: str | Path, out: str | Path | None = None, metrics: list[str] | None = None, compare: str | None = None
+) -> dict:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"runs={root}: no such folder (a run folder or a sweep folder under runs/)")
@@ -247,6 +382,21 @@ def report(root: str | Path, out: str | Path | None = None, metrics: list[str] |
             "\n\nEvaluation over seeds: runs that differ only by `seed=` averaged; ± is the spread (sample std) "
             f"between seeds.\n\n{seed_table(study)}"
         )
+    deltas = None
+    if compare:
+        if not study:
+            raise FileNotFoundError(f"compare={compare}: no evaluated runs under {root} (<run>/eval/metrics.json)")
+        try:
+            deltas = paired_deltas(entries, compare)
+        except ValueError as e:
+            raise SystemExit(f"dancelcm.report: {e}") from e
+        table += (
+            f"\n\nEvery group minus `{compare}`, paired by seed and by clip: mean difference over seeds ± the "
+            "noise (the larger of the per-seed standard error over clips and the spread between seeds); `*`: "
+            "every seed agrees in sign, each seed's difference is over two standard errors, and the mean exceeds "
+            f"the spread between seeds.\n\n{delta_table(deltas, compare)}"
+        )
+        (out / "deltas.json").write_text(json.dumps(deltas, indent=1))
     (out / "report.md").write_text(f"Runs under `{root}`.\n\n{table}\n")
     with open(out / "report.csv", "w", newline="") as fh:
         keys = sorted({k for e in entries for k in e["last"]})
@@ -266,23 +416,23 @@ def report(root: str | Path, out: str | Path | None = None, metrics: list[str] |
         (out / "over_seeds.json").write_text(json.dumps(study, indent=1))
         plot_study(study, out / "over_seeds.png")
     log.info("%s\n\nwrote %s, %s%s", table, out / "report.md", out / "report.csv", f", {png}" if png else "")
-    return {"runs": entries, "table": table, "out": str(out), "over_seeds": study}
+    return {"runs": entries, "table": table, "out": str(out), "over_seeds": study, "deltas": deltas}
 
 
 def main() -> None:
     import sys
 
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
-    unknown = set(args) - {"runs", "out", "metrics"}
+    unknown = set(args) - {"runs", "out", "metrics", "compare"}
     if unknown or "runs" not in args:
         raise SystemExit(
             "usage: python -m dancelcm.report runs=DIR [out=DIR] [metrics=[train/loss_cd,val/loss_cd,...]]"
-            + (f" (unknown: {sorted(unknown)})" if unknown else "")
+            " [compare=GROUP, e.g. compare=variant=full]" + (f" (unknown: {sorted(unknown)})" if unknown else "")
         )
     metrics = args.get("metrics")
     metrics = [m.strip() for m in metrics.strip("[]").split(",") if m.strip()] if metrics else None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report(args["runs"], args.get("out"), metrics)
+    report(args["runs"], args.get("out"), metrics, args.get("compare"))
 
 
 if __name__ == "__main__":

@@ -63,10 +63,13 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
 
 def sweep_job_id() -> str:
-    """The folder name of a sweep job: the swept overrides (readable, e.g. ``method.face.enabled=true``),
-    plus a short hash of the job's other science overrides when there are any, so two sweeps with
-    different settings never share (and resume) each other's folders. Stable across re-launches.
-    Registered as the ``${sweep_job_id:}`` resolver used by ``hydra.sweep.subdir``."""
+    """The folder name of a sweep job: the swept overrides (readable, e.g. ``method.face.enabled=true``)
+    and the seed, plus a short hash of the job's other science overrides when there are any, so two
+    sweeps with different settings never share (and resume) each other's folders. Stable across
+    re-launches. Registered as the ``${sweep_job_id:}`` resolver used by ``hydra.sweep.subdir``.
+
+    A job cannot tell which of its command-line overrides were swept (``seed=0,1`` reaches it as
+    ``seed=0``), so ``seed`` is always named: ``variant=full,seed=1__<hash>``, not a bare hash."""
     import hashlib
 
     from hydra.core.hydra_config import HydraConfig
@@ -77,11 +80,11 @@ def sweep_job_id() -> str:
     named, rest = [], []
     for override in hc.overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key in swept:
-            named.append(override.lstrip("+~"))
+        if key in swept or key == "seed":
+            named.append((key == "seed", override.lstrip("+~")))
         elif key not in exclude and override.split("=", 1)[0] not in exclude:
             rest.append(override)
-    job_id = ",".join(sorted(named)) or "job"
+    job_id = ",".join(o for _, o in sorted(named)) or "job"
     if rest:
         job_id += "__" + hashlib.sha1(",".join(sorted(rest)).encode()).hexdigest()[:8]
     return job_id

@@ -101,29 +101,56 @@ def motion_mask(video: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
     return m
 
 
-def clip_metrics(pred: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-    """Every per-clip metric that the batch's ground truth allows (NaN where a region is empty)."""
+def clip_regions(batch: dict) -> dict[str, torch.Tensor]:
+    """The regions the method targets, as boolean masks (B, F, 1, H, W) of the batch's ground truth:
+    motion (pixels that move in the real video), face (the face boxes), and on the synthetic dancers the
+    figure, the turned frames and the turned figure."""
     gt = batch["video"]
     h, w = gt.shape[-2:]
+    regions = {"motion": motion_mask(gt)}
+    if "face_boxes" in batch:
+        regions["face"] = box_mask(batch["face_boxes"], batch["face_boxes_valid"], h, w)
+    if "figure_mask" in batch:
+        fig = batch["figure_mask"] > 0.5
+        regions["figure"] = fig
+        turned = batch["turned"][:, :, None, None, None].expand_as(fig)
+        regions["turned"] = turned
+        regions["turned_figure"] = turned & fig
+    return regions
+
+
+def _region_psnr(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mse = masked_mean(err.mean(2, keepdim=True), mask)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def clip_metrics(pred: torch.Tensor, batch: dict, regions: dict[str, torch.Tensor] | None = None) -> dict:
+    """Every per-clip metric that the batch's ground truth allows (NaN where a region is empty).
+    ``regions``: :func:`clip_regions` of the batch, when the caller already has them."""
+    gt = batch["video"]
     err = (_to01(pred) - _to01(gt)) ** 2
     smap = ssim_map(pred, gt)
     out = {"l1": l1(pred, gt), "psnr": psnr(pred, gt), "ssim": smap.flatten(1).mean(1)}
-
-    def region(name: str, mask: torch.Tensor) -> None:
-        mse = masked_mean(err.mean(2, keepdim=True), mask)
-        out[f"psnr_{name}"] = 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+    for name, mask in (regions if regions is not None else clip_regions(batch)).items():
+        out[f"psnr_{name}"] = _region_psnr(err, mask)
         out[f"ssim_{name}"] = masked_mean(smap, mask)
-
-    region("motion", motion_mask(gt))
-    if "face_boxes" in batch:
-        region("face", box_mask(batch["face_boxes"], batch["face_boxes_valid"], h, w))
-    if "figure_mask" in batch:
-        fig = batch["figure_mask"] > 0.5
-        region("figure", fig)
-        turned = batch["turned"][:, :, None, None, None].expand_as(fig)
-        region("turned", turned)
-        region("turned_figure", turned & fig)
     out["sharpness"] = clip_sharpness(pred, batch)
+    return out
+
+
+VS_TEACHER_REGIONS = ("figure", "face", "motion")
+
+
+def clip_metrics_vs(pred: torch.Tensor, ref: torch.Tensor, regions: dict[str, torch.Tensor]) -> dict:
+    """PSNR of ``pred`` against another sampler's output ``ref`` from the same noise (the teacher's), over
+    whole frames and inside the ground truth's figure, face and motion regions: how closely a student
+    follows its teacher where the method claims to help, which PSNR against the ground truth cannot tell
+    (a blurry sample scores well there)."""
+    err = (_to01(pred) - _to01(ref)) ** 2
+    out = {"psnr_vs_teacher": 10 * torch.log10(1.0 / err.flatten(1).mean(1).clamp_min(1e-10))}
+    for name in VS_TEACHER_REGIONS:
+        if name in regions:
+            out[f"psnr_vs_teacher_{name}"] = _region_psnr(err, regions[name])
     return out
 
 

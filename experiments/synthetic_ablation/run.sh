@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates experiments/synthetic_ablation: the paper's component ablation on the embedded benchmark.
 #
-#   bash experiments/synthetic_ablation/run.sh            # STEPS=400 SEEDS=0,1 CLIPS=null (all 80 held-out videos) by default
-#   STEPS=2000 SEEDS=0,1,2 bash experiments/synthetic_ablation/run.sh
+#   bash experiments/synthetic_ablation/run.sh       # STEPS=150 SEEDS=0,1 CLIPS=32: ~3.5 h on a 2-core CPU
+#   STAGES=train bash experiments/synthetic_ablation/run.sh          # only stage 1 (e.g. in the background)
+#   STEPS=2000 SEEDS=0,1,2 CLIPS=null TRAIN_ARGS="trainer=gpu data.num_workers=6" bash experiments/...  # a GPU
+#
+# The budget below (batch 4, warmup 20, no validation loop) is the demo's CPU budget. Job folders are named by
+# the variant and seed plus a hash of the other science overrides, so changing BATCH / WARMUP starts new jobs,
+# while a larger STEPS resumes the same jobs from their last.ckpt and trains them further.
 #
 # 1. train   one Hydra multirun: +ablation=removal (VideoLCM baseline, full DanceLCM, and full DanceLCM with
 #            each component removed in turn) x SEEDS, every job from the shipped teacher with the same budget.
@@ -10,31 +15,46 @@
 # 2. evaluate every job's exported student at 1/2/4 steps on the held-out identities (test split), all
 #            from the same initial noise per clip; the teacher's DDIM-50 + CFG reference runs once
 #            (reference_cache) and every student row gets PSNR against it.
-# 3. report  one table over jobs, and one over seeds (mean ± spread between seeds), with plots, written
-#            into this folder.
+# 3. report  one table over jobs, one over seeds (mean ± spread between seeds) and every variant's paired
+#            difference from full DanceLCM (compare=variant=full), with plots, written into this folder.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-STEPS=${STEPS:-400}
+STAGES=${STAGES:-train evaluate report}
+STEPS=${STEPS:-150}
+BATCH=${BATCH:-4}
+WARMUP=${WARMUP:-20}
 SEEDS=${SEEDS:-0,1}
-CLIPS=${CLIPS:-null}
+CLIPS=${CLIPS:-32}
+TRAIN_ARGS=${TRAIN_ARGS:-data.num_workers=0}
+EVAL_ARGS=${EVAL_ARGS:-}
 SWEEP=${SWEEP:-runs/synthetic_ablation}
 OUT=experiments/synthetic_ablation
 TEACHER=${TEACHER:-checkpoints/synthetic_teacher}
 
-echo "==> [1/3] train: +ablation=removal x seeds {$SEEDS}, $STEPS steps each -> $SWEEP"
+if [[ " $STAGES " == *" train "* ]]; then
+echo "==> [1/3] train: +ablation=removal x seeds {$SEEDS}, $STEPS steps each at batch $BATCH -> $SWEEP"
+# shellcheck disable=SC2086  # TRAIN_ARGS is a list of overrides
 $PY -m dancelcm.train -m +experiment=synthetic_k4 +ablation=removal "seed=$SEEDS" \
-  "trainer.max_steps=$STEPS" "method.teacher=$TEACHER" "hydra.sweep.dir=$SWEEP" ckpt_path=auto \
-  data.num_workers=1 trainer.enable_progress_bar=false
+  "trainer.max_steps=$STEPS" "data.batch_size=$BATCH" "method.warmup_steps=$WARMUP" \
+  trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 \
+  callbacks.checkpoint_every_n_steps=50 "method.teacher=$TEACHER" "hydra.sweep.dir=$SWEEP" ckpt_path=auto \
+  trainer.enable_progress_bar=false $TRAIN_ARGS
+fi
 
+if [[ " $STAGES " == *" evaluate "* ]]; then
 echo "==> [2/3] evaluate every job on $CLIPS held-out clips"
 for run in "$SWEEP"/*/; do
   run=${run%/}
   [[ -f "$run/export/bundle.json" ]] || { echo "skip $run: no export"; continue; }
+  # shellcheck disable=SC2086  # EVAL_ARGS is a list of overrides
   $PY -m dancelcm.evaluate "teacher=$TEACHER" "students={student:$run/export}" teacher_steps=[] \
     reference_baseline=false student_steps=[1,2,4] "max_clips=$CLIPS" sample_clips=0 \
-    "reference_cache=$SWEEP/teacher_reference.pt" "out_dir=$run/eval"
+    "reference_cache=$SWEEP/teacher_reference.pt" "out_dir=$run/eval" $EVAL_ARGS
 done
+fi
 
+if [[ " $STAGES " == *" report "* ]]; then
 echo "==> [3/3] report -> $OUT"
-$PY -m dancelcm.report "runs=$SWEEP" "out=$OUT"
+$PY -m dancelcm.report "runs=$SWEEP" "out=$OUT" compare=variant=full
+fi

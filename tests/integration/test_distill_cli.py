@@ -170,6 +170,11 @@ def test_evaluate_compares_students_with_the_teacher_from_the_same_noise(
     assert "psnr_vs_teacher" not in metrics["teacher DDIM-2 CFG 2"]
     for k in (1, 2, 4, 8):
         assert 5.0 < metrics[f"DanceLCM {k}-step"]["psnr_vs_teacher"]["mean"] < 100.0
+        # and inside the regions the method targets (the synthetic clips have a figure mask and moving pixels)
+        for region in ("figure", "motion"):
+            assert 5.0 < metrics[f"DanceLCM {k}-step"][f"psnr_vs_teacher_{region}"]["mean"] < 100.0
+    assert "vs teacher motion" in (out / "table.md").read_text()
+    assert "psnr_vs_teacher_face" in (out / "per_clip.csv").read_text().splitlines()[0]
 
 
 def test_wandb_offline_run_groups_by_ablation_with_flat_config(micro_teacher, synthetic_root, tmp_path, monkeypatch):

@@ -47,3 +47,29 @@ def test_sharpness_calibration_on_rendered_dancers_half_a_pixel_of_blur_halves_i
     noisy = (gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     assert clip_sharpness(noisy, batch).mean() > 1.05
     torch.testing.assert_close(clip_sharpness(gt, batch), torch.ones(4))
+
+
+def test_psnr_vs_teacher_by_region_sees_an_error_only_where_it_is():
+    """A student that matches the teacher everywhere but the face scores high whole-frame and in the
+    motion region, and low in the face region; an error in the moving pixels shows in the motion column."""
+    from dancelcm.metrics.quality import clip_metrics_vs, clip_regions
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.zeros(2, 3, 3, 32, 32)
+    gt[:, 1, :, 20:28, 20:28] = 0.8  # a square that appears in frame 1: the motion region (frames 0-2)
+    boxes = torch.tensor([0.0, 0.0, 0.25, 0.25]).expand(2, 3, 4)  # face box: the top-left 8x8 pixels
+    batch = {"video": gt, "face_boxes": boxes, "face_boxes_valid": torch.ones(2, 3, dtype=torch.bool)}
+    regions = clip_regions(batch)
+    assert set(regions) == {"motion", "face"} and regions["face"][0, 0, 0, :8, :8].all()
+    teacher = torch.rand(2, 3, 3, 32, 32, generator=g) * 2 - 1
+    student = teacher.clone()
+    student[:, :, :, :8, :8] += 0.5  # wrong face only
+    m = clip_metrics_vs(student, teacher, regions)
+    assert set(m) == {"psnr_vs_teacher", "psnr_vs_teacher_face", "psnr_vs_teacher_motion"}
+    assert (m["psnr_vs_teacher_face"] < 15).all()
+    assert (m["psnr_vs_teacher_motion"] > 90).all()  # identical there (capped at 100 dB)
+    assert (m["psnr_vs_teacher"] > m["psnr_vs_teacher_face"] + 10).all()  # the face is 1/16 of the frame
+    student = teacher.clone()
+    student[:, :, :, 20:28, 20:28] += 0.5  # wrong where the figure moved
+    m = clip_metrics_vs(student, teacher, regions)
+    assert (m["psnr_vs_teacher_motion"] < 15).all() and (m["psnr_vs_teacher_face"] > 90).all()

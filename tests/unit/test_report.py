@@ -2,7 +2,9 @@
 
 import json
 import math
+import statistics
 
+import pytest
 import yaml
 
 from dancelcm.report import report
@@ -42,3 +44,58 @@ def test_runs_that_differ_only_by_seed_are_averaged_with_their_spread(tmp_path):
     assert "| +variant=full | student 4-step | 2 | 21.00 ± 1.41 |" in md
     assert "| +variant=baseline | student 4-step | 1 | 17.00 |" in md
     assert (tmp_path / "report" / "over_seeds.png").stat().st_size > 1000
+
+
+def _paired_run(root, variant, seed, clip_values, fd):
+    """A run whose 4-step student scored ``clip_values`` (PSNR vs teacher, per clip) and ``fd``."""
+    run = root / f"{variant}_s{seed}"
+    (run / "csv" / "version_0").mkdir(parents=True)
+    (run / "csv" / "version_0" / "metrics.csv").write_text("step,train/loss_cd\n0,1.0\n")
+    (run / ".hydra").mkdir()
+    common = ["+experiment=synthetic_k4", "+ablation=removal", "data.batch_size=4"]
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"+variant={variant}", *common, f"seed={seed}"]))
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"name": "synthetic_k4", "seed": seed}))
+    (run / "eval").mkdir()
+    mean = sum(clip_values) / len(clip_values)
+    sampler = "student 4-step"
+    metrics = {
+        "teacher DDIM-50 CFG 2": {"psnr_figure": {"mean": 19.5, "std": 1.0, "n": 8}},
+        sampler: {"psnr_vs_teacher": {"mean": mean, "std": 1.0, "n": len(clip_values)}, "fd": fd},
+    }
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    rows = [f'"{sampler}",{i},v{i},{v:.5f}' for i, v in enumerate(clip_values)]
+    rows += [f'"teacher DDIM-50 CFG 2",{i},v{i},' for i in range(len(clip_values))]
+    (run / "eval" / "per_clip.csv").write_text("sampler,clip,video_id,psnr_vs_teacher\n" + "\n".join(rows) + "\n")
+
+
+def test_compare_pairs_runs_by_seed_and_clip_and_says_what_is_above_noise(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    full = {s: [30 + rng.gauss(0, 2) for _ in range(32)] for s in (0, 1)}  # clips differ a lot from each other
+    for s in (0, 1):
+        _paired_run(tmp_path, "full", s, full[s], fd=80.0 + s)
+        # the baseline is 1 dB worse on every clip (+- 0.3): far below the clip-to-clip spread, but paired it is clear
+        _paired_run(tmp_path, "baseline", s, [v - 1 + rng.gauss(0, 0.3) for v in full[s]], fd=120.0 + 3 * s)
+        # removing the face injection changes nothing but noise
+        _paired_run(tmp_path, "minus_face", s, [v + rng.gauss(0, 0.3) for v in full[s]], fd=81.0 - 2 * s)
+        # removing the motion loss helps with one seed and hurts with the other
+        _paired_run(tmp_path, "minus_motion", s, [v + (1 if s else -1) + rng.gauss(0, 0.3) for v in full[s]], fd=80.0)
+    out = report(tmp_path, compare="variant=full")  # the '+' of the override may be left out
+    d = out["deltas"]
+    assert set(d) == {"+variant=baseline", "+variant=minus_face", "+variant=minus_motion"}  # common overrides dropped
+    assert set(d["+variant=baseline"]) == {"student 4-step"}  # the teacher row is the same in every run
+    base = d["+variant=baseline"]["student 4-step"]["psnr_vs_teacher"]
+    assert abs(base["mean"] + 1) < 0.2 and base["above_noise"] and [p["n"] for p in base["seeds"]] == [32, 32]
+    assert base["noise"] < 0.2  # paired: the clip-to-clip spread of 2 dB cancels
+    assert not d["+variant=minus_face"]["student 4-step"]["psnr_vs_teacher"]["above_noise"]
+    motion = d["+variant=minus_motion"]["student 4-step"]["psnr_vs_teacher"]
+    assert not motion["above_noise"] and motion["noise"] > 1  # the seeds disagree: their spread is the noise
+    fd = d["+variant=baseline"]["student 4-step"]["fd"]
+    assert fd["mean"] == 41.0 and fd["above_noise"] and fd["noise"] == statistics.stdev([40.0, 42.0])
+    assert not d["+variant=minus_face"]["student 4-step"]["fd"]["above_noise"]  # +1 and -1
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| +variant=baseline | student 4-step | 2 | -1." in md and " *" in md
+    assert json.loads((tmp_path / "report" / "deltas.json").read_text()).keys() == d.keys()
+    with pytest.raises(SystemExit, match="compare=variant=nope: no such run group.*variant=full"):
+        report(tmp_path, compare="variant=nope")
