@@ -32,7 +32,9 @@ def finish(fig, axes, path: Path, xlabel: str, titles: list[str], xlog: bool = F
         if xlog:
             # ticks at the plotted x values, written plainly (matplotlib's log axis labels minor ticks as
             # overlapping "2x10^0" when a panel spans less than a decade)
-            xs = sorted({float(x) for line in ax.get_lines() for x in line.get_xdata() if x > 0})
+            xs = sorted(
+                {float(x) for line in ax.get_lines() if line.get_gid() != "hline" for x in line.get_xdata() if x > 0}
+            )
             ax.set_xscale("log")
             if xs:
                 ax.set_xticks(xs)

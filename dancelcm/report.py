@@ -35,6 +35,17 @@ CONFIG_COLUMNS = (
     ("target", "method.target.kind"),
     ("seed", "seed"),
 )
+TITLES = {  # panel titles of the study plots
+    "psnr_vs_teacher": "PSNR vs teacher (dB)",
+    "psnr_vs_teacher_figure": "PSNR vs teacher, figure",
+    "psnr_vs_teacher_face": "PSNR vs teacher, face",
+    "psnr_vs_teacher_motion": "PSNR vs teacher, motion",
+    "psnr_figure": "PSNR vs GT, figure",
+    "psnr_face": "PSNR vs GT, face",
+    "psnr_motion": "PSNR vs GT, motion",
+    "sharpness": "sharpness (1 = GT)",
+    "fd": "Frechet distance",
+}
 DEFAULT_METRICS = ("train/loss_cd", "val/loss_cd", "train/loss_aux", "step")
 EVAL_METRICS = (
     "psnr_vs_teacher",
@@ -293,23 +304,35 @@ def _sampler_order(name: str) -> tuple[int, str]:
     return (int(m.group(1)) if m else 10**6, name)
 
 
+def shared_rows(study: dict) -> dict[str, dict]:
+    """The samplers that every group has with the same numbers (the teacher reference that each job's evaluation
+    read from one cache): ``{sampler: metrics}``, shown once instead of once per group."""
+    groups = list(study.values())
+    if len(groups) < 2:
+        return {}
+    return {s: m for s, m in groups[0].items() if "-step" not in s and all(g.get(s) == m for g in groups[1:])}
+
+
 def seed_table(study: dict) -> str:
-    """Markdown: one row per (run group, sampler), each metric as mean ± spread over seeds (n seeds)."""
+    """Markdown: one row per (run group, sampler), each metric as mean ± spread over seeds (n seeds); a sampler
+    that is the same in every group (the teacher reference) once, first, as ``all runs``."""
     keys = [k for k in EVAL_METRICS if any(k in m for g in study.values() for m in g.values())]
     lines = ["| runs | sampler | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 3) + "|"]
-    for g, samplers in study.items():
-        for sampler, m in samplers.items():
-            n = max(v["n"] for v in m.values())
-            cells = []
-            for k in keys:
-                v = m.get(k)
-                if v is None:
-                    cells.append("")
-                else:
-                    fmt = ".3f" if k == "sharpness" else ".2f"
-                    spread = "" if math.isnan(v["std"]) else f" ± {v['std']:{fmt}}"
-                    cells.append(f"{v['mean']:{fmt}}{spread}")
-            lines.append(f"| {g} | {sampler} | {n} | " + " | ".join(cells) + " |")
+    shared = shared_rows(study)
+    rows = [("all runs", s, m) for s, m in shared.items()]
+    rows += [(g, s, m) for g, samplers in study.items() for s, m in samplers.items() if s not in shared]
+    for g, sampler, m in rows:
+        n = max(v["n"] for v in m.values())
+        cells = []
+        for k in keys:
+            v = m.get(k)
+            if v is None:
+                cells.append("")
+            else:
+                fmt = ".3f" if k == "sharpness" else ".2f"
+                spread = "" if math.isnan(v["std"]) else f" ± {v['std']:{fmt}}"
+                cells.append(f"{v['mean']:{fmt}}{spread}")
+        lines.append(f"| {g} | {sampler} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -322,7 +345,11 @@ def plot_study(study: dict, path: Path) -> Path | None:
         return None
     fig, axes = panel_row(len(keys), 4.2, 3.4)
     colour = colours(study)
+    shared = shared_rows(study)
     for ax, k in zip(axes, keys):
+        for i, (sampler, m) in enumerate(shared.items()):  # the teacher reference: a dashed level
+            if k in m:
+                ax.axhline(m[k]["mean"], color="0.4", ls=("--", ":", "-.")[i % 3], lw=1, label=sampler, gid="hline")
         for g, samplers in study.items():
             pts = [(_sampler_order(s)[0], m[k]) for s, m in samplers.items() if "-step" in s and k in m]
             if pts:
@@ -337,7 +364,43 @@ def plot_study(study: dict, path: Path) -> Path | None:
                     label=g[:60],
                     color=colour[g],
                 )
-    return finish(fig, axes, path, "student steps", list(keys), xlog=True)
+    return finish(fig, axes, path, "student steps", [TITLES.get(k, k) for k in keys], xlog=True)
+
+
+def plot_deltas(deltas: dict, reference: str, path: Path) -> Path | None:
+    """One panel per metric: each group's difference from ``reference`` at each student step count, as bars with
+    the noise as error bars; hatched where it is within the noise."""
+    from dancelcm.plotting import colours, finish, panel_row
+
+    keys = [k for k in EVAL_METRICS if any(k in m for g in deltas.values() for m in g.values())]
+    steps = sorted({_sampler_order(s)[0] for g in deltas.values() for s in g})
+    if not keys or not steps:
+        return None
+    fig, axes = panel_row(len(keys), 4.2, 3.4)
+    colour = colours(deltas)
+    width = 0.8 / max(len(deltas), 1)
+    for ax, k in zip(axes, keys):
+        for j, (g, samplers) in enumerate(deltas.items()):
+            for s, m in samplers.items():
+                if k not in m:
+                    continue
+                x = steps.index(_sampler_order(s)[0]) + (j - (len(deltas) - 1) / 2) * width
+                v = m[k]
+                ax.bar(
+                    x,
+                    v["mean"],
+                    width,
+                    yerr=0.0 if math.isnan(v["noise"]) else v["noise"],
+                    color=colour[g],
+                    hatch="" if v["above_noise"] else "//",
+                    edgecolor="white" if v["above_noise"] else "0.3",
+                    capsize=2,
+                    label=g[:60],
+                )
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.set_xticks(range(len(steps)), [str(n) for n in steps])
+    titles = [f"{TITLES.get(k, k)} - {reference}" for k in keys]
+    return finish(fig, axes, path, "student steps (hatched: within noise)", titles)
 
 
 def plot(entries: list[dict], metrics: list[str], path: Path) -> Path | None:
@@ -397,6 +460,7 @@ def report(
             f"the spread between seeds.\n\n{delta_table(deltas, compare)}"
         )
         (out / "deltas.json").write_text(json.dumps(deltas, indent=1))
+        plot_deltas(deltas, compare, out / "deltas.png")
     (out / "report.md").write_text(f"Runs under `{root}`.\n\n{table}\n")
     with open(out / "report.csv", "w", newline="") as fh:
         keys = sorted({k for e in entries for k in e["last"]})

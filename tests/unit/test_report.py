@@ -97,5 +97,9 @@ def test_compare_pairs_runs_by_seed_and_clip_and_says_what_is_above_noise(tmp_pa
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| +variant=baseline | student 4-step | 2 | -1." in md and " *" in md
     assert json.loads((tmp_path / "report" / "deltas.json").read_text()).keys() == d.keys()
+    assert (tmp_path / "report" / "deltas.png").stat().st_size > 1000
+    # the teacher reference is the same in every run: one row, not one per group
+    over_seeds = md.split("Evaluation over seeds")[1].split("Every group minus")[0]
+    assert over_seeds.count("teacher DDIM-50 CFG 2") == 1 and "| all runs | teacher DDIM-50 CFG 2 | 2 |" in over_seeds
     with pytest.raises(SystemExit, match="compare=variant=nope: no such run group.*variant=full"):
         report(tmp_path, compare="variant=nope")
