@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates experiments/synthetic_ablation: the paper's component ablation on the embedded benchmark.
 #
-#   bash experiments/synthetic_ablation/run.sh       # STEPS=150 SEEDS=0,1 CLIPS=32: ~3.5 h on a 2-core CPU
+#   bash experiments/synthetic_ablation/run.sh       # STEPS=150 SEEDS=0,1 CLIPS=32: ~4 h on a 2-core CPU (17 min a job)
 #   STAGES=train bash experiments/synthetic_ablation/run.sh          # only stage 1 (e.g. in the background)
 #   STEPS=2000 SEEDS=0,1,2 CLIPS=null TRAIN_ARGS="trainer=gpu data.num_workers=6" bash experiments/...  # a GPU
 #
@@ -14,7 +14,8 @@
 #            Interrupted? Run the script again: every job resumes from its last.ckpt (ckpt_path=auto).
 # 2. evaluate every job's exported student at 1/2/4 steps on the held-out identities (test split), all
 #            from the same initial noise per clip; the teacher's DDIM-50 + CFG reference runs once
-#            (reference_cache) and every student row gets PSNR against it.
+#            (reference_cache) and every student row gets PSNR against it. A job whose eval/metrics.json is
+#            newer than its export is skipped (FORCE=1 re-evaluates).
 # 3. report  one table over jobs, one over seeds (mean ± spread between seeds) and every variant's paired
 #            difference from full DanceLCM (compare=variant=full), with plots, written into this folder.
 set -euo pipefail
@@ -46,11 +47,15 @@ if [[ " $STAGES " == *" evaluate "* ]]; then
 echo "==> [2/3] evaluate every job on $CLIPS held-out clips"
 for run in "$SWEEP"/*/; do
   run=${run%/}
-  [[ -f "$run/export/bundle.json" ]] || { echo "skip $run: no export"; continue; }
+  [[ -f "$run/export/bundle.json" ]] || { echo "skip $run: no export (not trained yet)"; continue; }
+  if [[ -z "${FORCE:-}" && "$run/eval/metrics.json" -nt "$run/export/bundle.json" ]]; then
+    echo "skip $run: evaluated after its last export (FORCE=1 re-evaluates)"; continue
+  fi
   # shellcheck disable=SC2086  # EVAL_ARGS is a list of overrides
-  $PY -m dancelcm.evaluate "teacher=$TEACHER" "students={student:$run/export}" teacher_steps=[] \
+  # the job folders' names hold '=' and ',' (variant=full,seed=0__...): quoted for Hydra's override grammar
+  $PY -m dancelcm.evaluate "teacher=$TEACHER" "students={student:'$run/export'}" teacher_steps=[] \
     reference_baseline=false student_steps=[1,2,4] "max_clips=$CLIPS" sample_clips=0 \
-    "reference_cache=$SWEEP/teacher_reference.pt" "out_dir=$run/eval" $EVAL_ARGS
+    "reference_cache='$SWEEP/teacher_reference.pt'" "out_dir='$run/eval'" $EVAL_ARGS
 done
 fi
 
