@@ -202,6 +202,7 @@ def evaluate(
                 dt = time.perf_counter() - t0
                 if reference_cache is not None and s.name == reference:
                     reference_cache.put(batch["clip_index"], video, dt)
+                    reference_cache.save()  # per batch: an interrupted evaluation keeps what the teacher made
             r = results[s.name]
             r["seconds"] += dt
             r["clips"] += b

@@ -1,5 +1,6 @@
 """The evaluation's reference cache: many students against one teacher run the teacher once."""
 
+import pytest
 import torch
 
 from dancelcm.evaluate import ReferenceCache, SamplerSpec, evaluate
@@ -54,3 +55,26 @@ def test_the_cached_reference_gives_the_same_rows_without_running_the_teacher(tm
         _samplers(calls), loader, shape, reference="teacher", reference_cache=ReferenceCache(tmp_path / "c.pt", {})
     )
     assert calls == [3, 3]
+
+
+def test_an_interrupted_evaluation_keeps_the_reference_batches_it_finished(tmp_path):
+    loader = _Loader(_loader(n_batches=3))
+    shape = lambda batch: (4, 3, 16, 16)  # noqa: E731
+    key = {"teacher": "t", "seed": 0}
+    calls = []
+    samplers = _samplers(calls)
+
+    def student_dies_on_the_second_batch(batch, noise):
+        if int(batch["clip_index"][0]) >= 3:
+            raise KeyboardInterrupt
+        return batch["video"]
+
+    samplers[1] = SamplerSpec("student", 1, student_dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(samplers, loader, shape, reference="teacher", reference_cache=ReferenceCache(tmp_path / "c.pt", key))
+    assert calls == [3, 3]  # the teacher ran on two batches before the student died on the second
+    cache = ReferenceCache(tmp_path / "c.pt", key)
+    assert sorted(cache.videos) == [0, 1, 2, 3, 4, 5]  # both are on disk
+    calls.clear()
+    evaluate(_samplers(calls), loader, shape, reference="teacher", reference_cache=cache)
+    assert calls == [3]  # only the third batch is new
