@@ -18,10 +18,11 @@
 #            newer than its export is skipped (FORCE=1 re-evaluates).
 # 3. report  one table over jobs, one over seeds (mean ± spread between seeds) and every variant's paired
 #            difference from full DanceLCM (compare=variant=full), with plots, written into this folder.
+# 4. samples every variant of the first seed at 4 steps next to the teacher on 4 clips: samples/samples.{png,mp4}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-STAGES=${STAGES:-train evaluate report}
+STAGES=${STAGES:-train evaluate report samples}
 STEPS=${STEPS:-150}
 BATCH=${BATCH:-4}
 WARMUP=${WARMUP:-20}
@@ -34,7 +35,7 @@ OUT=experiments/synthetic_ablation
 TEACHER=${TEACHER:-checkpoints/synthetic_teacher}
 
 if [[ " $STAGES " == *" train "* ]]; then
-echo "==> [1/3] train: +ablation=removal x seeds {$SEEDS}, $STEPS steps each at batch $BATCH -> $SWEEP"
+echo "==> [1/4] train: +ablation=removal x seeds {$SEEDS}, $STEPS steps each at batch $BATCH -> $SWEEP"
 # shellcheck disable=SC2086  # TRAIN_ARGS is a list of overrides
 $PY -m dancelcm.train -m +experiment=synthetic_k4 +ablation=removal "seed=$SEEDS" \
   "trainer.max_steps=$STEPS" "data.batch_size=$BATCH" "method.warmup_steps=$WARMUP" \
@@ -44,15 +45,15 @@ $PY -m dancelcm.train -m +experiment=synthetic_k4 +ablation=removal "seed=$SEEDS
 fi
 
 if [[ " $STAGES " == *" evaluate "* ]]; then
-echo "==> [2/3] evaluate every job on $CLIPS held-out clips"
+echo "==> [2/4] evaluate every job on $CLIPS held-out clips"
 for run in "$SWEEP"/*/; do
   run=${run%/}
   [[ -f "$run/export/bundle.json" ]] || { echo "skip $run: no export (not trained yet)"; continue; }
   if [[ -z "${FORCE:-}" && "$run/eval/metrics.json" -nt "$run/export/bundle.json" ]]; then
     echo "skip $run: evaluated after its last export (FORCE=1 re-evaluates)"; continue
   fi
-  # shellcheck disable=SC2086  # EVAL_ARGS is a list of overrides
   # the job folders' names hold '=' and ',' (variant=full,seed=0__...): quoted for Hydra's override grammar
+  # shellcheck disable=SC2086  # EVAL_ARGS is a list of overrides
   $PY -m dancelcm.evaluate "teacher=$TEACHER" "students={student:'$run/export'}" teacher_steps=[] \
     reference_baseline=false student_steps=[1,2,4] "max_clips=$CLIPS" sample_clips=0 \
     "reference_cache='$SWEEP/teacher_reference.pt'" "out_dir='$run/eval'" $EVAL_ARGS
@@ -60,6 +61,22 @@ done
 fi
 
 if [[ " $STAGES " == *" report "* ]]; then
-echo "==> [3/3] report -> $OUT"
+echo "==> [3/4] report -> $OUT"
 $PY -m dancelcm.report "runs=$SWEEP" "out=$OUT" compare=variant=full
+fi
+
+if [[ " $STAGES " == *" samples "* ]]; then
+seed=${SEEDS%%,*}
+students=""
+for run in "$SWEEP"/variant=*,seed="$seed"__*/; do
+  run=${run%/}
+  variant=${run##*/variant=}
+  [[ -f "$run/export/bundle.json" ]] && students+="${students:+,}${variant%%,seed=*}:'$run/export'"
+done
+echo "==> [4/4] samples: every variant of seed $seed at 4 steps next to the teacher, 4 clips -> $OUT/samples"
+[[ -n "$students" ]] || { echo "no exported job of seed $seed under $SWEEP: train first" >&2; exit 1; }
+# shellcheck disable=SC2086
+$PY -m dancelcm.evaluate "teacher=$TEACHER" "students={$students}" teacher_steps=[] reference_baseline=false \
+  student_steps=[4] max_clips=4 sample_clips=4 "reference_cache='$SWEEP/teacher_reference.pt'" \
+  "out_dir=$OUT/samples" $EVAL_ARGS
 fi
