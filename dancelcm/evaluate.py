@@ -201,6 +201,7 @@ def evaluate(
                 video = s.fn(batch, noise)
                 dt = time.perf_counter() - t0
                 if reference_cache is not None and s.name == reference:
+                    video = video.half().float()  # as stored: the run that fills the cache scores what later ones read
                     reference_cache.put(batch["clip_index"], video, dt)
                     reference_cache.save()  # per batch: an interrupted evaluation keeps what the teacher made
             r = results[s.name]

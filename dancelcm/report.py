@@ -310,7 +310,19 @@ def shared_rows(study: dict) -> dict[str, dict]:
     groups = list(study.values())
     if len(groups) < 2:
         return {}
-    return {s: m for s, m in groups[0].items() if "-step" not in s and all(g.get(s) == m for g in groups[1:])}
+
+    def same(a: dict | None, b: dict) -> bool:  # the same means (groups may have different numbers of seeds)
+        return (
+            a is not None
+            and a.keys() == b.keys()
+            and all(abs(a[k]["mean"] - b[k]["mean"]) <= 1e-4 * max(abs(b[k]["mean"]), 1.0) for k in a)
+        )
+
+    out = {}
+    for s, m in groups[0].items():
+        if "-step" not in s and all(same(g.get(s), m) for g in groups[1:]):
+            out[s] = {k: v | {"n": max(g[s][k]["n"] for g in groups)} for k, v in m.items()}
+    return out
 
 
 def seed_table(study: dict) -> str:

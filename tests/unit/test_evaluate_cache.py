@@ -47,7 +47,9 @@ def test_the_cached_reference_gives_the_same_rows_without_running_the_teacher(tm
     )
     assert calls == []  # read back, not recomputed
     a, b = first["samplers"]["student"], again["samplers"]["student"]
-    assert abs(a["psnr_vs_teacher"]["mean"] - b["psnr_vs_teacher"]["mean"]) < 0.05  # float16 storage
+    # the run that fills the cache scores the float16 videos it stores, so both runs agree exactly
+    assert a["psnr_vs_teacher"]["mean"] == b["psnr_vs_teacher"]["mean"]
+    assert first["samplers"]["teacher"]["psnr"]["mean"] == again["samplers"]["teacher"]["psnr"]["mean"]
     assert a["psnr"]["mean"] == b["psnr"]["mean"]
     assert again["samplers"]["teacher"]["seconds_per_clip"] == first["samplers"]["teacher"]["seconds_per_clip"]
     # a cache made under another key (another teacher, seed or data) is not used

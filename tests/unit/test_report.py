@@ -46,7 +46,7 @@ def test_runs_that_differ_only_by_seed_are_averaged_with_their_spread(tmp_path):
     assert (tmp_path / "report" / "over_seeds.png").stat().st_size > 1000
 
 
-def _paired_run(root, variant, seed, clip_values, fd):
+def _paired_run(root, variant, seed, clip_values, fd, teacher_figure=19.5):
     """A run whose 4-step student scored ``clip_values`` (PSNR vs teacher, per clip) and ``fd``."""
     run = root / f"{variant}_s{seed}"
     (run / "csv" / "version_0").mkdir(parents=True)
@@ -59,7 +59,7 @@ def _paired_run(root, variant, seed, clip_values, fd):
     mean = sum(clip_values) / len(clip_values)
     sampler = "student 4-step"
     metrics = {
-        "teacher DDIM-50 CFG 2": {"psnr_figure": {"mean": 19.5, "std": 1.0, "n": 8}},
+        "teacher DDIM-50 CFG 2": {"psnr_figure": {"mean": teacher_figure, "std": 1.0, "n": 8}},
         sampler: {"psnr_vs_teacher": {"mean": mean, "std": 1.0, "n": len(clip_values)}, "fd": fd},
     }
     (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
@@ -81,9 +81,12 @@ def test_compare_pairs_runs_by_seed_and_clip_and_says_what_is_above_noise(tmp_pa
         _paired_run(tmp_path, "minus_face", s, [v + rng.gauss(0, 0.3) for v in full[s]], fd=81.0 - 2 * s)
         # removing the motion loss helps with one seed and hurts with the other
         _paired_run(tmp_path, "minus_motion", s, [v + (1 if s else -1) + rng.gauss(0, 0.3) for v in full[s]], fd=80.0)
+    # one seed only, and a teacher reference read back from the float16 cache (a hair off the first run's)
+    _paired_run(tmp_path, "minus_aux", 0, full[0], fd=80.0, teacher_figure=19.5 + 2e-5)
     out = report(tmp_path, compare="variant=full")  # the '+' of the override may be left out
     d = out["deltas"]
-    assert set(d) == {"+variant=baseline", "+variant=minus_face", "+variant=minus_motion"}  # common overrides dropped
+    assert set(d) == {"+variant=baseline", "+variant=minus_face", "+variant=minus_motion", "+variant=minus_aux"}
+    assert [p["seed"] for p in d["+variant=minus_aux"]["student 4-step"]["psnr_vs_teacher"]["seeds"]] == ["0"]
     assert set(d["+variant=baseline"]) == {"student 4-step"}  # the teacher row is the same in every run
     base = d["+variant=baseline"]["student 4-step"]["psnr_vs_teacher"]
     assert abs(base["mean"] + 1) < 0.2 and base["above_noise"] and [p["n"] for p in base["seeds"]] == [32, 32]
@@ -101,5 +104,9 @@ def test_compare_pairs_runs_by_seed_and_clip_and_says_what_is_above_noise(tmp_pa
     # the teacher reference is the same in every run: one row, not one per group
     over_seeds = md.split("Evaluation over seeds")[1].split("Every group minus")[0]
     assert over_seeds.count("teacher DDIM-50 CFG 2") == 1 and "| all runs | teacher DDIM-50 CFG 2 | 2 |" in over_seeds
+    # a reference that really differs between groups keeps a row per group
+    _paired_run(tmp_path, "plus_x", 0, full[0], fd=80.0, teacher_figure=21.0)
+    md = report(tmp_path)["table"].split("Evaluation over seeds")[1]
+    assert "all runs" not in md and md.count("teacher DDIM-50 CFG 2") == 6
     with pytest.raises(SystemExit, match="compare=variant=nope: no such run group.*variant=full"):
         report(tmp_path, compare="variant=nope")
