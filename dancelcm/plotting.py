@@ -1,19 +1,27 @@
-"""A row of line-plot panels saved as a PNG (evaluation and report plots); matplotlib, headless."""
+"""Rows of line-plot panels saved as a PNG (evaluation and report plots); matplotlib, headless."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def panel_row(n: int, width: float = 4.5, height: float = 3.5):
-    """(figure, list of n axes) on the headless Agg backend."""
+def panel_row(n: int, width: float = 4.5, height: float = 3.5, max_cols: int = 4):
+    """(figure, list of n axes) on the headless Agg backend: one row of up to ``max_cols`` panels, else an even
+    grid (9 panels: 3 x 3), spare cells hidden."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, list(axes[0])
+    rows = math.ceil(n / max_cols)
+    cols = math.ceil(n / rows)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def colours(labels) -> dict[str, str]:
