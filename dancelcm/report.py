@@ -106,8 +106,8 @@ def read_run(run: Path, root: Path) -> dict:
         "step": max((s for v in metrics.values() for s, _ in v), default=0),
         "series": metrics,
         "eval": {},
+        "per_clip": read_per_clip(run / "eval" / "per_clip.csv"),
     }
-    entry["per_clip"] = read_per_clip(run / "eval" / "per_clip.csv")
     eval_file = run / "eval" / "metrics.json"
     if eval_file.exists():
         for sampler, values in json.loads(eval_file.read_text()).items():
@@ -234,46 +234,45 @@ def paired_deltas(entries: list[dict], reference: str) -> dict[str, dict[str, di
     for g in groups:
         if g == ref:
             continue
-        seeds = sorted(set(by_seed[g]) & set(by_seed[ref]))
+        pairs = [(seed, by_seed[g][seed], by_seed[ref][seed]) for seed in sorted(set(by_seed[g]) & set(by_seed[ref]))]
         samplers = sorted(
-            {s for seed in seeds for s in by_seed[g][seed]["eval"] if "-step" in s and s in by_seed[ref][seed]["eval"]},
-            key=_sampler_order,
+            {s for _, a, b in pairs for s in a["eval"] if "-step" in s and s in b["eval"]}, key=_sampler_order
         )
         for sampler in samplers:
             for k in EVAL_METRICS:
-                per_seed = []
-                for seed in seeds:
-                    a, b = by_seed[g][seed], by_seed[ref][seed]
-                    pa, pb = a["per_clip"].get(sampler, {}).get(k), b["per_clip"].get(sampler, {}).get(k)
-                    if pa and pb:
-                        d = [pa[c] - pb[c] for c in sorted(set(pa) & set(pb))]
-                        d = [x for x in d if not math.isnan(x)]
-                        if not d:
-                            continue
-                        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
-                        per_seed.append({"seed": seed, "delta": statistics.fmean(d), "se": se, "n": len(d)})
-                    else:
-                        va, vb = a["eval"].get(sampler, {}).get(k), b["eval"].get(sampler, {}).get(k)
-                        if va is None or vb is None or math.isnan(va) or math.isnan(vb):
-                            continue
-                        per_seed.append({"seed": seed, "delta": va - vb, "se": math.nan, "n": 1})
-                if not per_seed:
-                    continue
-                deltas = [p["delta"] for p in per_seed]
-                mean = statistics.fmean(deltas)
-                spread = statistics.stdev(deltas) if len(deltas) > 1 else math.nan
-                ses = [p["se"] for p in per_seed if not math.isnan(p["se"])]
-                noise = max([*ses, *([] if math.isnan(spread) else [spread])], default=math.nan)
-                same_sign = all(d > 0 for d in deltas) or all(d < 0 for d in deltas)
-                clear = all(math.isnan(p["se"]) or abs(p["delta"]) > 2 * p["se"] for p in per_seed)
-                above = same_sign and clear and (len(deltas) < 2 or abs(mean) > spread)
-                out.setdefault(g, {}).setdefault(sampler, {})[k] = {
-                    "mean": mean,
-                    "noise": noise,
-                    "above_noise": bool(above and not math.isnan(noise)),
-                    "seeds": per_seed,
-                }
+                per_seed = [d for seed, a, b in pairs if (d := _seed_delta(seed, a, b, sampler, k)) is not None]
+                if per_seed:
+                    out.setdefault(g, {}).setdefault(sampler, {})[k] = _summarise_deltas(per_seed)
     return out
+
+
+def _seed_delta(seed: str, a: dict, b: dict, sampler: str, k: str) -> dict | None:
+    """Run ``a`` minus run ``b`` (same seed) on one sampler's metric: the mean paired per-clip difference and its
+    standard error, or, for a metric without per-clip values, the difference of the two values."""
+    pa, pb = a["per_clip"].get(sampler, {}).get(k), b["per_clip"].get(sampler, {}).get(k)
+    if pa and pb:
+        d = [x for x in (pa[c] - pb[c] for c in sorted(set(pa) & set(pb))) if not math.isnan(x)]
+        if not d:
+            return None
+        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+        return {"seed": seed, "delta": statistics.fmean(d), "se": se, "n": len(d)}
+    va, vb = a["eval"].get(sampler, {}).get(k), b["eval"].get(sampler, {}).get(k)
+    if va is None or vb is None or math.isnan(va) or math.isnan(vb):
+        return None
+    return {"seed": seed, "delta": va - vb, "se": math.nan, "n": 1}
+
+
+def _summarise_deltas(per_seed: list[dict]) -> dict:
+    """The seeds' deltas as ``{mean, noise, above_noise, seeds}`` (the rule in :func:`paired_deltas`)."""
+    deltas = [p["delta"] for p in per_seed]
+    mean = statistics.fmean(deltas)
+    spread = statistics.stdev(deltas) if len(deltas) > 1 else math.nan
+    ses = [p["se"] for p in per_seed if not math.isnan(p["se"])]
+    noise = max([*ses, *([] if math.isnan(spread) else [spread])], default=math.nan)
+    same_sign = all(d > 0 for d in deltas) or all(d < 0 for d in deltas)
+    clear = all(math.isnan(p["se"]) or abs(p["delta"]) > 2 * p["se"] for p in per_seed)
+    above = same_sign and clear and (len(deltas) < 2 or abs(mean) > spread)
+    return {"mean": mean, "noise": noise, "above_noise": bool(above and not math.isnan(noise)), "seeds": per_seed}
 
 
 def delta_table(deltas: dict, reference: str) -> str:
