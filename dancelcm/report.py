@@ -58,6 +58,22 @@ EVAL_METRICS = (
     "sharpness",
     "fd",
 )
+# every quality metric `evaluate` writes (EVAL_METRICS are the headline columns of the tables and plots; the
+# JSON outputs and the "every metric" tables of a comparison cover all of these)
+ALL_EVAL_METRICS = (
+    *EVAL_METRICS,
+    "psnr",
+    "ssim",
+    "l1",
+    "ssim_figure",
+    "ssim_face",
+    "ssim_motion",
+    "psnr_turned",
+    "ssim_turned",
+    "psnr_turned_figure",
+    "ssim_turned_figure",
+)
+LOWER_IS_BETTER = {"l1", "fd"}  # sharpness: 1 is the ground truth's; every other metric: higher is better
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -113,14 +129,14 @@ def read_run(run: Path, root: Path) -> dict:
         for sampler, values in json.loads(eval_file.read_text()).items():
             entry["eval"][sampler] = {
                 k: (values[k]["mean"] if isinstance(values.get(k), dict) else values.get(k))
-                for k in EVAL_METRICS
+                for k in ALL_EVAL_METRICS
                 if k in values
             }
     return entry
 
 
 def read_per_clip(path: Path) -> dict[str, dict[str, dict[int, float]]]:
-    """``{sampler: {metric: {clip: value}}}`` from an evaluation's ``per_clip.csv`` (the EVAL_METRICS columns;
+    """``{sampler: {metric: {clip: value}}}`` from an evaluation's ``per_clip.csv`` (the ALL_EVAL_METRICS columns;
     empty when the file is missing). Every run of a sweep is evaluated on the same clips from the same noise,
     so the clip index pairs two runs' values."""
     out: dict[str, dict[str, dict[int, float]]] = {}
@@ -129,7 +145,7 @@ def read_per_clip(path: Path) -> dict[str, dict[str, dict[int, float]]]:
     with open(path) as fh:
         for row in csv.DictReader(fh):
             per = out.setdefault(row["sampler"], {})
-            for k in EVAL_METRICS:
+            for k in ALL_EVAL_METRICS:
                 if row.get(k) not in (None, ""):
                     per.setdefault(k, {})[int(row["clip"])] = float(row[k])
     return out
@@ -192,7 +208,7 @@ def over_seeds(entries: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
     for g, runs in groups.items():
         samplers = sorted({s for e in runs for s in e["eval"]}, key=_sampler_order)
         for sampler in samplers:
-            for k in EVAL_METRICS:
+            for k in ALL_EVAL_METRICS:
                 vals = [e["eval"][sampler][k] for e in runs if k in e["eval"].get(sampler, {})]
                 vals = [v for v in vals if v is not None and not math.isnan(v)]
                 if vals:
@@ -239,7 +255,7 @@ def paired_deltas(entries: list[dict], reference: str) -> dict[str, dict[str, di
             {s for _, a, b in pairs for s in a["eval"] if "-step" in s and s in b["eval"]}, key=_sampler_order
         )
         for sampler in samplers:
-            for k in EVAL_METRICS:
+            for k in ALL_EVAL_METRICS:
                 per_seed = [d for seed, a, b in pairs if (d := _seed_delta(seed, a, b, sampler, k)) is not None]
                 if per_seed:
                     out.setdefault(g, {}).setdefault(sampler, {})[k] = _summarise_deltas(per_seed)
@@ -295,6 +311,33 @@ def delta_table(deltas: dict, reference: str) -> str:
                 noise = "" if math.isnan(v["noise"]) else f" ± {v['noise']:{fmt[1:]}}"
                 cells.append(f"{v['mean']:{fmt}}{noise}{' *' if v['above_noise'] else ''}")
             lines.append(f"| {g} | {sampler} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _better(k: str) -> str:
+    return "lower" if k in LOWER_IS_BETTER else "toward 1" if k == "sharpness" else "higher"
+
+
+def delta_matrix(deltas: dict, reference: str, sampler: str) -> str:
+    """Markdown for one student sampler: every metric (a row) against every group (a column), each cell the
+    group's paired difference from ``reference`` as in :func:`delta_table`, with which direction is better."""
+    groups = [g for g, samplers in deltas.items() if sampler in samplers]
+    keys = [k for k in ALL_EVAL_METRICS if any(k in deltas[g][sampler] for g in groups)]
+    lines = [
+        f"| {sampler}: metric | better | " + " | ".join(f"{g} - {reference}" for g in groups) + " |",
+        "|---" * (len(groups) + 2) + "|",
+    ]
+    for k in keys:
+        cells = []
+        for g in groups:
+            v = deltas[g][sampler].get(k)
+            if v is None:
+                cells.append("")
+                continue
+            fmt = "+.4f" if k == "l1" or k.startswith("ssim") else "+.3f" if k == "sharpness" else "+.2f"
+            noise = "" if math.isnan(v["noise"]) else f" ± {v['noise']:{fmt[1:]}}"
+            cells.append(f"{v['mean']:{fmt}}{noise}{' *' if v['above_noise'] else ''}")
+        lines.append(f"| {k} | {_better(k)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -470,6 +513,9 @@ def report(
             "every seed agrees in sign, each seed's difference is over two standard errors, and the mean exceeds "
             f"the spread between seeds.\n\n{delta_table(deltas, compare)}"
         )
+        samplers = sorted({s for g in deltas.values() for s in g}, key=_sampler_order)
+        table += "\n\nEvery metric `evaluate` writes, the same differences, one table per student sampler:"
+        table += "".join(f"\n\n{delta_matrix(deltas, compare, s)}" for s in samplers)
         (out / "deltas.json").write_text(json.dumps(deltas, indent=1))
         plot_deltas(deltas, compare, out / "deltas.png")
     (out / "report.md").write_text(f"Runs under `{root}`.\n\n{table}\n")

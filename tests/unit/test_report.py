@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import statistics
 
 import pytest
@@ -63,9 +64,10 @@ def _paired_run(root, variant, seed, clip_values, fd, teacher_figure=19.5):
         sampler: {"psnr_vs_teacher": {"mean": mean, "std": 1.0, "n": len(clip_values)}, "fd": fd},
     }
     (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
-    rows = [f'"{sampler}",{i},v{i},{v:.5f}' for i, v in enumerate(clip_values)]
-    rows += [f'"teacher DDIM-50 CFG 2",{i},v{i},' for i in range(len(clip_values))]
-    (run / "eval" / "per_clip.csv").write_text("sampler,clip,video_id,psnr_vs_teacher\n" + "\n".join(rows) + "\n")
+    # ssim: a metric outside the headline columns, here psnr_vs_teacher / 100 per clip
+    rows = [f'"{sampler}",{i},v{i},{v:.5f},{v / 100:.7f}' for i, v in enumerate(clip_values)]
+    rows += [f'"teacher DDIM-50 CFG 2",{i},v{i},,' for i in range(len(clip_values))]
+    (run / "eval" / "per_clip.csv").write_text("sampler,clip,video_id,psnr_vs_teacher,ssim\n" + "\n".join(rows) + "\n")
 
 
 def test_compare_pairs_runs_by_seed_and_clip_and_says_what_is_above_noise(tmp_path):
@@ -100,6 +102,13 @@ def test_compare_pairs_runs_by_seed_and_clip_and_says_what_is_above_noise(tmp_pa
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| +variant=baseline | student 4-step | 2 | -1." in md and " *" in md
     assert json.loads((tmp_path / "report" / "deltas.json").read_text()).keys() == d.keys()
+    # every metric evaluate writes is compared, not only the headline columns: one table per sampler, a row each
+    ssim = d["+variant=baseline"]["student 4-step"]["ssim"]
+    assert abs(ssim["mean"] + 0.01) < 0.002 and ssim["above_noise"]
+    every = md.split("Every metric")[1]
+    assert "| +variant=baseline - variant=full |" in every.splitlines()[2]
+    assert re.search(r"\| ssim \| higher \| -0\.01\d\d ± 0\.00\d\d \*", every)
+    assert re.search(r"\| fd \| lower \| \+41\.00 ± 1\.41 \*", every)
     assert (tmp_path / "report" / "deltas.png").stat().st_size > 1000
     # the teacher reference is the same in every run: one row, not one per group
     over_seeds = md.split("Evaluation over seeds")[1].split("Every group minus")[0]
