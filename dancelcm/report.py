@@ -307,11 +307,19 @@ def delta_table(deltas: dict, reference: str) -> str:
                 if v is None:
                     cells.append("")
                     continue
-                fmt = "+.3f" if k == "sharpness" else "+.2f"
-                noise = "" if math.isnan(v["noise"]) else f" ± {v['noise']:{fmt[1:]}}"
-                cells.append(f"{v['mean']:{fmt}}{noise}{' *' if v['above_noise'] else ''}")
+                cells.append(_fmt_delta(v, 3 if k == "sharpness" else 2))
             lines.append(f"| {g} | {sampler} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _fmt_delta(v: dict, decimals: int) -> str:
+    """``mean ± noise`` (``*`` above noise) with ``decimals`` places, or more when the noise is smaller than the
+    last place (up to 2 significant digits of it), so a tiny but consistent difference does not read ``-0.00``."""
+    noise = v["noise"]
+    if not math.isnan(noise) and 0 < noise < 10**-decimals:
+        decimals = min(6, 1 - math.floor(math.log10(noise)))
+    text = f"{v['mean']:+.{decimals}f}" + ("" if math.isnan(noise) else f" ± {noise:.{decimals}f}")
+    return text + (" *" if v["above_noise"] else "")
 
 
 def _better(k: str) -> str:
@@ -334,9 +342,7 @@ def delta_matrix(deltas: dict, reference: str, sampler: str) -> str:
             if v is None:
                 cells.append("")
                 continue
-            fmt = "+.4f" if k == "l1" or k.startswith("ssim") else "+.3f" if k == "sharpness" else "+.2f"
-            noise = "" if math.isnan(v["noise"]) else f" ± {v['noise']:{fmt[1:]}}"
-            cells.append(f"{v['mean']:{fmt}}{noise}{' *' if v['above_noise'] else ''}")
+            cells.append(_fmt_delta(v, 4 if k == "l1" or k.startswith("ssim") else 3 if k == "sharpness" else 2))
         lines.append(f"| {k} | {_better(k)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

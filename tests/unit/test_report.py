@@ -119,3 +119,13 @@ def test_compare_pairs_runs_by_seed_and_clip_and_says_what_is_above_noise(tmp_pa
     assert "all runs" not in md and md.count("teacher DDIM-50 CFG 2") == 6
     with pytest.raises(SystemExit, match="compare=variant=nope: no such run group.*variant=full"):
         report(tmp_path, compare="variant=nope")
+
+
+def test_a_tiny_but_consistent_difference_is_printed_with_the_digits_its_noise_needs():
+    from dancelcm.report import _fmt_delta
+
+    # e.g. a removed component whose weights barely trained: 0.002 dB, consistent over clips and seeds
+    assert _fmt_delta({"mean": -0.0021, "noise": 0.0004, "above_noise": True}, 2) == "-0.00210 ± 0.00040 *"
+    assert _fmt_delta({"mean": -2.38, "noise": 0.11, "above_noise": True}, 2) == "-2.38 ± 0.11 *"
+    assert _fmt_delta({"mean": 41.0, "noise": math.nan, "above_noise": False}, 2) == "+41.00"
+    assert _fmt_delta({"mean": 0.0, "noise": 0.0, "above_noise": False}, 2) == "+0.00 ± 0.00"
