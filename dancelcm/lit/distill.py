@@ -107,6 +107,7 @@ class DistillModule(L.LightningModule):
         face: dict[str, Any] | None = None,
         condition_dropout: dict[str, float] | None = None,
         lr: float = 5e-5,
+        face_lr_scale: float = 1.0,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
         lr_anneal: dict[str, Any] | None = None,
@@ -309,9 +310,23 @@ class DistillModule(L.LightningModule):
         if self.target is not None and self.trainer.training:
             self.target.update(self.student)
 
+    def face_parameters(self) -> list[nn.Parameter]:
+        """The parameters the face path adds to the teacher's network: the face tokenizer and the decoupled
+        cross-attention's key/value projections (empty without face injection)."""
+        return [
+            p
+            for n, p in self.student.named_parameters()
+            if p.requires_grad and (".embedders.face." in f".{n}" or "_ip." in n)
+        ]
+
     def configure_optimizers(self):
-        params = [p for p in self.student.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        lr, scale = self.hparams.lr, self.hparams.face_lr_scale
+        if not scale > 0:
+            raise ValueError(f"method.face_lr_scale={scale}: must be > 0 (1 trains the face path at method.lr)")
+        face = self.face_parameters() if scale != 1 else []
+        rest = [p for p in self.student.parameters() if p.requires_grad and all(p is not q for q in face)]
+        groups = [{"params": rest, "lr": lr}] + ([{"params": face, "lr": lr * scale}] if face else [])
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.hparams.warmup_steps, self.lr_anneal))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -227,3 +227,25 @@ def test_lr_anneal_decays_the_lr_by_cosine_and_a_resumed_run_follows_a_new_one(m
     for bad, match in bad_values:
         with pytest.raises(ValueError, match=match):
             build_module(_compose([*teacher_overrides, f"method.lr_anneal={bad}"]))
+
+
+def test_face_lr_scale_trains_only_the_new_face_path_faster(micro_bundle, tmp_path):
+    small = _small("synthetic_k4", micro_bundle, tmp_path)
+    module = build_module(_compose([*small, "method.face_lr_scale=10"]))
+    face = module.face_parameters()
+    names = {n for n, p in module.student.named_parameters() if any(p is q for q in face)}
+    # the face tokenizer and every decoupled key/value projection, nothing of the teacher's network
+    assert any("embedders.face." in n for n in names) and any("to_v_ip" in n for n in names)
+    assert all("embedders.face." in n or "_ip." in n for n in names)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    lr = module.hparams.lr
+    assert [g["initial_lr"] for g in groups] == [lr, 10 * lr]
+    assert len(groups[1]["params"]) == len(face)
+    trainable = [p for p in module.student.parameters() if p.requires_grad]
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(trainable)
+    # the default is one group; without face injection there is nothing to scale
+    assert len(build_module(_compose(small)).configure_optimizers()["optimizer"].param_groups) == 1
+    no_face = build_module(_compose([*small, "method.face.enabled=false", "method.face_lr_scale=10"]))
+    assert no_face.face_parameters() == [] and len(no_face.configure_optimizers()["optimizer"].param_groups) == 1
+    with pytest.raises(ValueError, match="method.face_lr_scale=0"):
+        build_module(_compose([*small, "method.face_lr_scale=0"])).configure_optimizers()
