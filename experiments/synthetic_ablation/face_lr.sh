@@ -21,13 +21,14 @@ OUT=experiments/synthetic_ablation/face_lr
 full=$(ls -d "$SWEEP"/variant=full,seed=0__*/export 2>/dev/null | head -1)
 [[ -n "$full" ]] || { echo "no full DanceLCM seed 0 export under $SWEEP: run experiments/synthetic_ablation/run.sh first" >&2; exit 1; }
 
-echo "==> train full DanceLCM, seed 0, face path at ${SCALE} x lr -> $RUN"
+echo "==> train full DanceLCM, seed 0, face path at ${SCALE} x lr -> $RUN (resumes; a finished run returns at once)"
 $PY -m dancelcm.train +experiment=synthetic_k4 +variant=full seed=0 trainer.max_steps=150 data.batch_size=4 \
   method.warmup_steps=20 trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 \
   callbacks.checkpoint_every_n_steps=50 "method.teacher=$TEACHER" "method.face_lr_scale=$SCALE" \
   "hydra.run.dir=$RUN" ckpt_path=auto trainer.enable_progress_bar=false data.num_workers=0
 
 echo "==> evaluate it next to $full"
+[[ -z "${FORCE:-}" && "$OUT/per_clip.csv" -nt "$RUN/export/bundle.json" ]] && echo "skip: evaluated after its export" ||
 $PY -m dancelcm.evaluate "teacher=$TEACHER" "students={full:'$full',face_lr$SCALE:'$RUN/export'}" teacher_steps=[] \
   reference_baseline=false student_steps=[1,2,4] max_clips=32 sample_clips=4 \
   "reference_cache='$SWEEP/teacher_reference.pt'" "out_dir=$OUT"
@@ -36,7 +37,7 @@ echo "==> paired differences -> $OUT/paired.md"
 $PY - "$OUT" "face_lr$SCALE" <<'PY'
 import math, statistics, sys
 from pathlib import Path
-from dancelcm.report import ALL_EVAL_METRICS, read_per_clip
+from dancelcm.report import ALL_EVAL_METRICS, _fmt_delta, read_per_clip
 out, new = Path(sys.argv[1]), sys.argv[2]
 per = read_per_clip(out / "per_clip.csv")
 lines = [f"{new} minus full DanceLCM (seed 0), paired by clip: mean ± standard error over clips; * beyond 2 SE.", ""]
@@ -48,9 +49,12 @@ for k in ALL_EVAL_METRICS:
         if not a or not b:
             cells.append("")
             continue
-        d = [a[c] - b[c] for c in sorted(set(a) & set(b))]
+        d = [x for x in (a[c] - b[c] for c in sorted(set(a) & set(b))) if math.isfinite(x)]
+        if len(d) < 2:
+            cells.append("")
+            continue
         m, se = statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d))
-        cells.append(f"{m:+.4f} ± {se:.4f}{' *' if abs(m) > 2 * se else ''}")
+        cells.append(_fmt_delta({"mean": m, "noise": se, "above_noise": abs(m) > 2 * se}, 4))
     if any(cells):
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
 (out / "paired.md").write_text("\n".join(lines) + "\n")
