@@ -307,7 +307,7 @@ def delta_table(deltas: dict, reference: str) -> str:
                 if v is None:
                     cells.append("")
                     continue
-                cells.append(_fmt_delta(v, 3 if k == "sharpness" else 2))
+                cells.append(_fmt_delta(v, _decimals(k)))
             lines.append(f"| {g} | {sampler} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -320,6 +320,32 @@ def _fmt_delta(v: dict, decimals: int) -> str:
         decimals = min(6, 1 - math.floor(math.log10(noise)))
     text = f"{v['mean']:+.{decimals}f}" + ("" if math.isnan(noise) else f" ± {noise:.{decimals}f}")
     return text + (" *" if v["above_noise"] else "")
+
+
+def _decimals(k: str) -> int:
+    return 4 if k == "l1" or k.startswith("ssim") else 3 if k == "sharpness" else 2
+
+
+def paired_students(per_clip: dict, new: str, reference: str, steps=(1, 2, 4), label: str | None = None) -> str:
+    """Markdown: student ``new`` minus student ``reference`` of one evaluation (``read_per_clip`` of its
+    ``per_clip.csv``), paired by clip, one row per metric and a column per step count; ``*`` beyond 2 standard
+    errors (one run each, so the clips are the only noise). ``label`` names the reference in the title."""
+    lines = [f"{new} minus {label or reference}, paired by clip: mean ± standard error over clips; * beyond 2 SE.", ""]
+    lines += [
+        "| metric | " + " | ".join(f"{n} step{'s' * (n > 1)}" for n in steps) + " |",
+        "|---" * (len(steps) + 1) + "|",
+    ]
+    for k in ALL_EVAL_METRICS:
+        cells = []
+        for n in steps:
+            sampler = f"{n}-step"
+            a = {"per_clip": {sampler: per_clip.get(f"{new} {sampler}", {})}, "eval": {}}
+            b = {"per_clip": {sampler: per_clip.get(f"{reference} {sampler}", {})}, "eval": {}}
+            d = _seed_delta("", a, b, sampler, k)
+            cells.append("" if d is None else _fmt_delta(_summarise_deltas([d]), 4))
+        if any(cells):
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _better(k: str) -> str:
@@ -342,7 +368,7 @@ def delta_matrix(deltas: dict, reference: str, sampler: str) -> str:
             if v is None:
                 cells.append("")
                 continue
-            cells.append(_fmt_delta(v, 4 if k == "l1" or k.startswith("ssim") else 3 if k == "sharpness" else 2))
+            cells.append(_fmt_delta(v, _decimals(k)))
         lines.append(f"| {k} | {_better(k)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

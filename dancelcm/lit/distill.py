@@ -324,7 +324,8 @@ class DistillModule(L.LightningModule):
         if not scale > 0:
             raise ValueError(f"method.face_lr_scale={scale}: must be > 0 (1 trains the face path at method.lr)")
         face = self.face_parameters() if scale != 1 else []
-        rest = [p for p in self.student.parameters() if p.requires_grad and all(p is not q for q in face)]
+        face_ids = {id(p) for p in face}
+        rest = [p for p in self.student.parameters() if p.requires_grad and id(p) not in face_ids]
         groups = [{"params": rest, "lr": lr}] + ([{"params": face, "lr": lr * scale}] if face else [])
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.hparams.warmup_steps, self.lr_anneal))

@@ -34,29 +34,6 @@ $PY -m dancelcm.evaluate "teacher=$TEACHER" "students={full:'$full',face_lr$SCAL
   "reference_cache='$SWEEP/teacher_reference.pt'" "out_dir=$OUT"
 
 echo "==> paired differences -> $OUT/paired.md"
-$PY - "$OUT" "face_lr$SCALE" <<'PY'
-import math, statistics, sys
-from pathlib import Path
-from dancelcm.report import ALL_EVAL_METRICS, _fmt_delta, read_per_clip
-out, new = Path(sys.argv[1]), sys.argv[2]
-per = read_per_clip(out / "per_clip.csv")
-lines = [f"{new} minus full DanceLCM (seed 0), paired by clip: mean ± standard error over clips; * beyond 2 SE.", ""]
-lines += ["| metric | 1 step | 2 steps | 4 steps |", "|---|---|---|---|"]
-for k in ALL_EVAL_METRICS:
-    cells = []
-    for n in (1, 2, 4):
-        a, b = per.get(f"{new} {n}-step", {}).get(k), per.get(f"full {n}-step", {}).get(k)
-        if not a or not b:
-            cells.append("")
-            continue
-        d = [x for x in (a[c] - b[c] for c in sorted(set(a) & set(b))) if math.isfinite(x)]
-        if len(d) < 2:
-            cells.append("")
-            continue
-        m, se = statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d))
-        cells.append(_fmt_delta({"mean": m, "noise": se, "above_noise": abs(m) > 2 * se}, 4))
-    if any(cells):
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-(out / "paired.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+$PY -c 'import sys; from pathlib import Path; from dancelcm.report import paired_students, read_per_clip
+out = Path(sys.argv[1]); table = paired_students(read_per_clip(out / "per_clip.csv"), sys.argv[2], "full", label="full DanceLCM (seed 0)")
+(out / "paired.md").write_text(table + "\n"); print(table)' "$OUT" "face_lr$SCALE"

@@ -129,3 +129,18 @@ def test_a_tiny_but_consistent_difference_is_printed_with_the_digits_its_noise_n
     assert _fmt_delta({"mean": -2.38, "noise": 0.11, "above_noise": True}, 2) == "-2.38 ± 0.11 *"
     assert _fmt_delta({"mean": 41.0, "noise": math.nan, "above_noise": False}, 2) == "+41.00"
     assert _fmt_delta({"mean": 0.0, "noise": 0.0, "above_noise": False}, 2) == "+0.00 ± 0.00"
+
+
+def test_two_students_of_one_evaluation_are_paired_by_clip():
+    from dancelcm.report import paired_students
+
+    # "b" is 0.01 dB above "a" on every clip of its 4-step sampler, far below the clip-to-clip spread
+    a = {c: 20.0 + 3 * math.sin(c) for c in range(16)}
+    per_clip = {
+        "a 4-step": {"psnr_face": a},
+        "b 4-step": {"psnr_face": {c: v + 0.01 + 0.001 * (-1) ** c for c, v in a.items()}},
+    }
+    md = paired_students(per_clip, "b", "a", steps=(1, 4), label="student a")
+    assert md.startswith("b minus student a, paired by clip")
+    assert "| metric | 1 step | 4 steps |" in md
+    assert re.search(r"\| psnr_face \|  \| \+0\.0100 ± 0\.000\d+ \* \|", md)
