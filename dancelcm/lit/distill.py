@@ -53,10 +53,11 @@ def face_config(face: dict[str, Any], factor: int, teacher: str) -> dict[str, An
 
 
 class AuxHead(nn.Module):
-    """The light-weight auxiliary head: a copy of the UNet's output block (norm, activation, conv_out),
-    initialised from it, reading the student's last shared features (the input of ``conv_norm_out``).
-    Its output is read like the main output (same parameterisation) and supervised towards the real
-    latents' x0. Used in training only."""
+    """The light-weight auxiliary head: a copy of the backbone's output block (norm, activation, conv_out),
+    initialised from it, reading the student's last shared features (the input of ``conv_norm_out``). Its
+    output then passes through the animator's own output stages (:meth:`Animator.output_stages`), so at
+    initialisation it equals the main prediction; it is read like the main output (same parameterisation)
+    and supervised towards the real latents' x0. Used in training only."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -65,6 +66,7 @@ class AuxHead(nn.Module):
         self.conv = copy.deepcopy(backbone.conv_out)
 
     def forward(self, features: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The output block on the features, laid out like the backbone's sample: (B, C, F, h, w)."""
         x = self.conv(self.act(self.norm(features)))  # (B*F, C, h, w)
         return x.reshape(-1, num_frames, *x.shape[1:]).permute(0, 2, 1, 3, 4)
 
@@ -91,7 +93,7 @@ class Student(nn.Module):
             return out
         aux = self.aux_head(self._features, x_t.shape[2])
         self._features = None
-        return out, aux
+        return out, self.animator.output_stages(aux, x_t, t, cond)
 
 
 class DistillModule(L.LightningModule):
@@ -305,9 +307,12 @@ class DistillModule(L.LightningModule):
         if total is not None:
             self.log("train/grad_norm", total)
 
-    def on_before_zero_grad(self, optimizer) -> None:
-        # called right after each real optimizer step (also under gradient accumulation)
-        if self.target is not None and self.trainer.training:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer step, then the EMA target's update towards the weights it produced. Lightning calls
+        this once per real step (once per window under gradient accumulation); ``on_before_zero_grad`` would
+        run before the backward pass (Lightning 2.6) and leave the target one step behind."""
+        super().optimizer_step(*args, **kwargs)
+        if self.target is not None:
             self.target.update(self.student)
 
     def face_parameters(self) -> list[nn.Parameter]:

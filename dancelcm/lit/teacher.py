@@ -145,7 +145,9 @@ class TeacherModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         self.nonfinite.check_gradients(self, self.animator.parameters(), optimizer)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer step, then the EMA update (once per real step, also under gradient accumulation)."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.animator)
 

@@ -358,6 +358,13 @@ class Animator(nn.Module):
             context = context.repeat_interleave(f, dim=0)
         t = t.expand(b) if t.ndim == 1 and t.shape[0] == 1 else t
         out = self.backbone(torch.cat(concat, dim=1), t, encoder_hidden_states=context.to(x_t.dtype)).sample
+        return self.output_stages(out, x_t, t, cond)
+
+    def output_stages(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        """Every stage after the backbone's output block (the synthetic teacher's input skip and pixel
+        refiner; identity for a plain backbone). A second output head (the student's auxiliary head) must
+        pass through these too, or its prediction is not the network's."""
+        t = t.expand(x_t.shape[0]) if t.ndim == 1 and t.shape[0] == 1 else t
         if self.input_skip is not None:
             out = out + self.input_skip(x_t, t)
         if self.pixel_refiner is not None:

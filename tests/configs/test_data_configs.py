@@ -37,3 +37,16 @@ def test_data_root_override_points_at_a_dataset(synthetic_root):
     dm = instantiate(cfg.data)
     dm.setup("fit")
     assert next(iter(dm.train_dataloader()))["video"].shape[1:] == (4, 3, 32, 32)
+
+
+def test_the_runs_seed_sets_the_data_seed_so_a_seed_sweep_varies_the_data_order(synthetic_root):
+    base = [f"data.root={synthetic_root}", "data.resolution=32", "data.num_workers=0", "data.num_frames=4"]
+    ids = {}
+    for seed in (0, 1):
+        cfg = _compose([*base, f"seed={seed}"])
+        assert cfg.data.seed == seed
+        dm = instantiate(cfg.data)
+        dm.setup("fit")
+        ids[seed] = [k[0] for k in dm.train_dataloader().sampler]
+    assert sorted(ids[0]) == sorted(ids[1]) and ids[0] != ids[1]
+    assert _compose([*base, "seed=1", "data.seed=5"]).data.seed == 5  # still settable on its own

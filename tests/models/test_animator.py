@@ -493,3 +493,36 @@ def test_pixel_refiner_sees_the_conditions_at_pixel_resolution_and_honours_their
         tiny_animator(pixel_refiner={"scheduler": SCHED, "conditions": ["face"]})
     with pytest.raises(ValueError, match="not conditions of this animator"):
         tiny_animator(reference=None, pixel_refiner={"scheduler": SCHED, "conditions": ["reference"]})
+
+
+def test_aux_head_reads_the_whole_output_path_and_equals_the_main_head_at_init():
+    """The auxiliary head's x0 goes through every stage after the output block (input skip, pixel refiner),
+    so at initialisation it equals the main prediction. Before the fix it skipped both stages."""
+    from dancelcm.lit.distill import Student
+
+    torch.manual_seed(0)
+    net = tiny_animator(
+        input_skip={"init": "identity", "scheduler": SCHED, "detail_std": 0.3},
+        pixel_refiner={"scheduler": SCHED, "width": 8, "layers": 1, "conditions": ["pose"]},
+    )
+    with torch.no_grad():  # a trained refiner (a fresh one's output conv is zero, so it would hide a skipped stage)
+        net.pixel_refiner.conv_out.weight.normal_(std=0.5)
+        net.pixel_refiner.conv_out.bias.fill_(0.3)
+    student = Student(net, aux_head=True).eval()
+    student.return_aux = True
+    x, t, cond = tiny_inputs()
+    with torch.no_grad():
+        out, aux = student(x, t, cond)
+    torch.testing.assert_close(aux, out, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        stages_only = net.output_stages(torch.zeros_like(x), x, t, cond)
+    assert stages_only.abs().mean() > 0.05  # the stages do contribute: skipping them would be seen
+    student.return_aux = False
+    with torch.no_grad():
+        torch.testing.assert_close(student(x, t, cond), out, rtol=0, atol=0)
+    # the head's own copy of the output block trains apart from the main one
+    student.train().return_aux = True
+    _, aux = student(x, t, cond)
+    aux.pow(2).mean().backward()
+    assert student.aux_head.conv.weight.grad.abs().sum() > 0
+    assert net.backbone.conv_out.weight.grad is None
