@@ -83,7 +83,10 @@ def make_sampler(bundle, steps: int, guidance: float, seed: int = 0, uncond: lis
     if bundle.meta.get("kind") == "student":
         if guidance != 1.0:
             raise InputError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
-        return student_sampler(bundle, steps, seed)
+        try:
+            return student_sampler(bundle, steps, seed)
+        except ValueError as e:
+            raise InputError(str(e)) from e
     try:
         names = bundle_uncond(bundle, uncond)
     except ValueError as e:

@@ -51,14 +51,25 @@ def teacher_sampler(bundle, steps: int, guidance: float, uncond: list[str], show
 
 
 def student_sampler(bundle, steps: int, seed: int = 0) -> SamplerSpec:
-    """A distilled student: segment-wise deterministic sampling when ``steps <= K``, the LCM multistep
-    sampler (re-noising between steps) beyond that. No CFG: NFE = steps."""
+    """A distilled student: segment-wise deterministic sampling when ``steps <= K``; for a K = 1 student (plain
+    LCM) the LCM multistep sampler (re-noising between steps) beyond that. No CFG: NFE = steps.
+
+    A K > 1 student predicts its segment's lower edge, not the clean video, except in the lowest segment, so the
+    re-noising sampler (which reads every prediction as clean) does not apply: more steps than K is refused."""
     from dancelcm.diffusion import Segments
     from dancelcm.distill.consistency import consistency_sample, multistep_consistency_sample
     from dancelcm.lit.common import make_conditions
 
     net = bundle.animator.eval()
     segments = Segments(**bundle.meta["segments"])
+    k = segments.num_segments
+    if steps < 1 or (k > 1 and steps > k):
+        raise ValueError(
+            f"steps={steps}: this student has K={k} segments and samples in 1 to {k} steps "
+            f"(its prediction is clean only in the lowest segment); choose steps <= {k}"
+            if steps >= 1
+            else f"steps={steps}: must be >= 1"
+        )
     face_size = bundle.meta.get("data", {}).get("face_size")
 
     def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
@@ -402,7 +413,10 @@ def main() -> None:
         for label, directory in (cfg.students or {}).items():
             sb = load_bundle(directory).to(device)
             for steps in cfg.student_steps:
-                spec = student_sampler(sb, int(steps), cfg.seed)
+                try:
+                    spec = student_sampler(sb, int(steps), cfg.seed)
+                except ValueError as e:
+                    raise SystemExit(f"dancelcm.evaluate: students.{label}={directory}, student_steps: {e}") from e
                 spec.name = f"{label} {spec.name}"
                 samplers.append(spec)
         fac, c = bundle.autoencoder.factor, bundle.animator.latent_channels

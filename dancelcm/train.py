@@ -2,7 +2,7 @@
 
 Composes the config, builds the datamodule and the LightningModule, and runs ``Trainer.fit`` with a
 run folder ``${paths.output_dir}/${name}`` (checkpoints, CSV metrics, sample videos, exports).
-``ckpt_path=auto`` resumes from that folder's ``checkpoints/last.ckpt`` exactly (weights, EMA, optimizer,
+``ckpt_path=auto`` resumes from that folder's newest readable checkpoint (by recorded step) exactly (weights, EMA, optimizer,
 LR schedule, step, data position; the training noise is a function of seed and step). SIGTERM / SIGUSR1
 write ``last.ckpt`` after the running step and exit with 128 + the signal number.
 """
@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
     if ckpt_path in (None, "null", ""):
         return None
-    if ckpt_path == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        log.info("ckpt_path=auto: no %s yet, starting fresh", last)
-        return None
+    if ckpt_path == "auto":  # the readable checkpoint with the highest recorded step
+        from dancelcm.callbacks.checkpoints import resume_checkpoint
+
+        found = resume_checkpoint(run_dir / "checkpoints")
+        if found is None:
+            log.info("ckpt_path=auto: no readable checkpoint in %s yet, starting fresh", run_dir / "checkpoints")
+            return None
+        return str(found)
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint")
     return ckpt_path
@@ -133,6 +134,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+    from dancelcm.callbacks.checkpoints import FinalCheckpoint
     from dancelcm.callbacks.preemption import Preemption
     from dancelcm.callbacks.samples import ExportBundle, SampleVideos
 
@@ -145,9 +147,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
             save_top_k=1,
             filename="step{step:07d}",
             auto_insert_metric_name=False,
+            # one last.ckpt, always overwritten (atomically): a last.ckpt this callback did not write (the
+            # preemption handler's) would otherwise make it write last-v1.ckpt from then on
+            enable_version_counter=False,
         ),
         LearningRateMonitor(logging_interval="step"),
         Preemption(run_dir / "checkpoints" / "last.ckpt"),
+        FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if c.get("sample_videos"):
         callbacks.append(SampleVideos(**c.sample_videos))
@@ -162,6 +168,7 @@ def run(cfg: DictConfig, run_dir: Path):
     import lightning as L
     from hydra.utils import instantiate
 
+    from dancelcm.callbacks.checkpoints import AtomicCheckpointIO
     from dancelcm.lit.builders import build_module
 
     L.seed_everything(cfg.seed, workers=True)
@@ -172,6 +179,7 @@ def run(cfg: DictConfig, run_dir: Path):
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir) or False,
         callbacks=build_callbacks(cfg, run_dir),
+        plugins=[AtomicCheckpointIO()],  # temporary files beside the checkpoint, never in $TMPDIR
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
     # The data position is restored by the datamodule (state_dict), not by a stateful DataLoader.

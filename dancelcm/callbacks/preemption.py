@@ -5,8 +5,8 @@ cloud spot instances: SIGTERM). The handler only sets a flag; the checkpoint is 
 step would start, after the running optimizer step, so it is a consistent state (weights, EMA target, optimizer,
 LR schedule, loop counters and the data position) and resuming with ``ckpt_path=auto`` continues exactly.
 Under DDP the ranks agree on the flag each step (one all-reduce of a boolean), so they stop together
-and rank 0 writes the file. Writes are atomic (Lightning saves through an fsspec transaction: a temporary
-file renamed into place), so a kill during the write leaves the previous ``last.ckpt`` intact.
+and rank 0 writes the file. Writes are atomic (``dancelcm.callbacks.checkpoints.AtomicCheckpointIO``: a temporary
+file beside the target, renamed into place), so a kill during the write leaves the previous ``last.ckpt`` intact.
 
 ``dancelcm.callbacks.diagnostics`` has fault injectors to check all this (the tests use them).
 """

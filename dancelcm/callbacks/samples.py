@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -121,12 +122,17 @@ class ExportBundle(L.Callback):
         if trainer.is_global_zero:
             from dancelcm.models.bundle import save_bundle
 
-            d = save_bundle(
-                Path(trainer.default_root_dir) / self.dirname,
-                pl_module.sampling_net,
-                pl_module.bundle_meta(),
-                autoencoder=pl_module.autoencoder,
-            )
+            # written beside the export, then swapped in: a kill mid-write never leaves a half-written export
+            # (between the two renames the previous one is complete in .export.old)
+            d = Path(trainer.default_root_dir) / self.dirname
+            new, old = d.with_name(f".{d.name}.new"), d.with_name(f".{d.name}.old")
+            for stale in (new, old):
+                shutil.rmtree(stale, ignore_errors=True)
+            save_bundle(new, pl_module.sampling_net, pl_module.bundle_meta(), autoencoder=pl_module.autoencoder)
+            if d.exists():
+                d.rename(old)
+            new.rename(d)
+            shutil.rmtree(old, ignore_errors=True)
             log.info("exported the model at step %d to %s", trainer.global_step, d)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

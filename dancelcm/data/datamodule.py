@@ -153,8 +153,11 @@ class PoseVideoDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return {}
-        # batches of the current epoch whose optimizer step is done (checkpoints are written after it)
-        batches = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        # batches of the current epoch whose optimizer step is done (checkpoints are written after it); none when
+        # the last epoch has just ended (a checkpoint at the end of training): its batch count is not reset yet
+        epochs = trainer.fit_loop.epoch_progress.current
+        between = epochs.processed == epochs.started
+        batches = 0 if between else int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
         return {"epoch": int(trainer.current_epoch), "batches": batches}
 
     def load_state_dict(self, state: dict) -> None:

@@ -15,6 +15,7 @@ in float64 and stored in float32.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -57,7 +58,22 @@ class NoiseSchedule:
         else:
             sched = DDPMScheduler.from_config(config.config)
         ptype = prediction_type or sched.config.prediction_type
-        return cls(sched.alphas_cumprod, ptype)
+        schedule = cls(sched.alphas_cumprod, ptype)
+        if schedule.terminal_signal > 0.01:
+            warnings.warn(
+                f"the noise schedule keeps {schedule.terminal_signal:.1%} of the signal at its top timestep "
+                f"t={schedule.num_train_timesteps - 1} (a_T = sqrt(alphas_cumprod[-1])), while every sampler starts "
+                "there from pure noise: a train/sample mismatch at the first step (Stable Diffusion's schedule has "
+                "it too). The exact fix is a teacher trained with rescale_betas_zero_snr=true and "
+                "prediction_type=v_prediction; see conf/model/animator_animatediff.yaml",
+                stacklevel=2,
+            )
+        return schedule
+
+    @property
+    def terminal_signal(self) -> float:
+        """``a_T`` at the top timestep: 0 for a zero-terminal-SNR schedule (pure noise is then exact there)."""
+        return float(self._a[-1])
 
     # -- tables --------------------------------------------------------------------------------------
     def _index(self, t: torch.Tensor | int) -> torch.Tensor:

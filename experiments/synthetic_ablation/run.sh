@@ -27,6 +27,7 @@ STEPS=${STEPS:-150}
 BATCH=${BATCH:-4}
 WARMUP=${WARMUP:-20}
 SEEDS=${SEEDS:-0,1}
+VARIANTS=${VARIANTS:-}  # e.g. full,minus_motion: only these variants of +ablation=removal (same job folders)
 CLIPS=${CLIPS:-32}
 TRAIN_ARGS=${TRAIN_ARGS:-data.num_workers=0}
 EVAL_ARGS=${EVAL_ARGS:-}
@@ -41,7 +42,7 @@ $PY -m dancelcm.train -m +experiment=synthetic_k4 +ablation=removal "seed=$SEEDS
   "trainer.max_steps=$STEPS" "data.batch_size=$BATCH" "method.warmup_steps=$WARMUP" \
   trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 \
   callbacks.checkpoint_every_n_steps=50 "method.teacher=$TEACHER" "hydra.sweep.dir=$SWEEP" ckpt_path=auto \
-  trainer.enable_progress_bar=false $TRAIN_ARGS
+  trainer.enable_progress_bar=false ${VARIANTS:+"+variant=$VARIANTS"} $TRAIN_ARGS
 fi
 
 if [[ " $STAGES " == *" evaluate "* ]]; then

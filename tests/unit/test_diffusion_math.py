@@ -159,3 +159,22 @@ def test_guidance_drops_the_condition_in_the_unconditional_half_only():
     assert both["drop"]["reference"].tolist() == [False, False, True, True]
     with pytest.raises(ValueError, match="one CFG half only"):
         cat_conditions({"a": torch.zeros(1), "b": torch.zeros(1)}, {"a": torch.zeros(1)})
+
+
+def test_a_schedule_with_signal_at_the_top_is_named_where_the_config_is_chosen():
+    """SD's epsilon schedule (model=animator_animatediff) keeps 6.8 % signal at t = 999 while samplers start from
+    pure noise: building it warns with the figure and the fix; a zero-terminal-SNR schedule does not warn."""
+    import warnings
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
+    sd = yaml.safe_load((conf / "animator_animatediff.yaml").read_text())["scheduler"]
+    with pytest.warns(UserWarning, match=r"keeps 6\.8% of the signal.*rescale_betas_zero_snr=true"):
+        schedule = NoiseSchedule.from_scheduler_config(sd)
+    assert schedule.terminal_signal == pytest.approx(0.068, abs=5e-4)
+    tiny = yaml.safe_load((conf / "animator_tiny.yaml").read_text())["scheduler"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert NoiseSchedule.from_scheduler_config(tiny).terminal_signal < 1e-6

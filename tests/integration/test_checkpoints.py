@@ -1,0 +1,131 @@
+"""Checkpoints survive any kill and auto-resume takes the newest readable one (in-process, micro size).
+
+- A preemption before the first regular checkpoint writes last.ckpt without the checkpoint callback knowing;
+  the resumed launch must keep writing last.ckpt (not last-v1.ckpt), and a later auto-resume must continue from
+  the newest step, not from the preemption's.
+- The temporary file of a save lies beside its target, never in $TMPDIR (on a cluster another filesystem, where
+  the final rename becomes a copy that a kill truncates).
+- A corrupt last.ckpt does not stop auto-resume: the newest readable step*.ckpt is used, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dancelcm.callbacks.checkpoints import resume_checkpoint
+from dancelcm.train import resolve_ckpt, run
+from tests.configs.test_experiment_configs import _compose, _save_micro_teacher
+
+
+def _cfg(root, teacher, max_steps, *extra):
+    return _compose(
+        [
+            "+experiment=synthetic_lcm",
+            "model=animator_micro",
+            "data.resolution=32",
+            "data.num_frames=4",
+            "data.face_size=16",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            f"data.root={root}",
+            f"method.teacher={teacher}",
+            "method.segments.num_grid=8",
+            "trainer.limit_val_batches=0",
+            "trainer.num_sanity_val_steps=0",
+            "trainer.enable_progress_bar=false",
+            "+trainer.enable_model_summary=false",
+            "callbacks.checkpoint_every_n_steps=3",
+            "callbacks.export_every_n_steps=null",
+            "callbacks.sample_videos=null",
+            f"trainer.max_steps={max_steps}",
+            *extra,
+        ]
+    )
+
+
+def _kill(step, sig):
+    return f"+callbacks.extra=[{{_target_:dancelcm.callbacks.diagnostics.KillAt,step:{step},signal:{sig}}}]"
+
+
+def _step(path: Path) -> int:
+    return int(torch.load(path, weights_only=True, mmap=True)["global_step"])
+
+
+def test_preempted_before_the_first_checkpoint_then_resumed_keeps_one_latest_file(synthetic_root, tmp_path):
+    teacher, _ = _save_micro_teacher(tmp_path / "teacher")
+    run_dir = tmp_path / "run"
+    ckpts = run_dir / "checkpoints"
+    with pytest.raises(SystemExit) as e:  # SIGTERM before step 1 ends: the handler writes last.ckpt, no regular one yet
+        run(_cfg(synthetic_root, teacher, 10, _kill(1, "TERM")), run_dir)
+    assert e.value.code == 128 + 15 and _step(ckpts / "last.ckpt") == 2  # after the running step
+    trainer, _ = run(_cfg(synthetic_root, teacher, 4, "ckpt_path=auto"), run_dir)
+    assert trainer.global_step == 4
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["last.ckpt", "step0000003.ckpt"]  # no last-v1.ckpt
+    assert _step(ckpts / "last.ckpt") == 4
+    assert resolve_ckpt("auto", run_dir) == str(ckpts / "last.ckpt")
+    # extended later, the run continues from its last step exactly (weights, EMA, optimizer: as if never stopped)
+    _, resumed = run(_cfg(synthetic_root, teacher, 6, "ckpt_path=auto"), run_dir)
+    _, straight = run(_cfg(synthetic_root, teacher, 6), tmp_path / "straight")
+    a, b = resumed.state_dict(), straight.state_dict()  # (a 4-step run never lets a checkpoint fall on step 4)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_auto_resume_picks_the_highest_recorded_step_and_skips_a_corrupt_file(tmp_path, caplog):
+    d = tmp_path / "run" / "checkpoints"
+    d.mkdir(parents=True)
+    for name, step in (("last.ckpt", 1), ("last-v1.ckpt", 10), ("step0000009.ckpt", 9)):
+        torch.save({"global_step": step, "state_dict": {"w": torch.zeros(3)}}, d / name)
+    # a stale last.ckpt next to a newer file (a launch that wrote last-v1.ckpt): the newest step wins
+    assert resolve_ckpt("auto", d.parent) == str(d / "last-v1.ckpt")
+    (d / "last-v1.ckpt").write_bytes((d / "last-v1.ckpt").read_bytes()[:100])  # truncated by a kill
+    (d / ".last.ckpt.123.tmp").write_bytes(b"half")  # an unfinished temporary file is never a candidate
+    with caplog.at_level(logging.WARNING):
+        assert resolve_ckpt("auto", d.parent) == str(d / "step0000009.ckpt")
+    assert "last-v1.ckpt cannot be read" in caplog.text
+    for p in d.glob("*.ckpt"):
+        p.write_bytes(b"not a checkpoint")
+    assert resume_checkpoint(d) is None  # nothing readable: start fresh (with the warnings), never crash
+    assert resolve_ckpt("auto", tmp_path / "elsewhere") is None
+
+
+def test_checkpoint_temporary_files_sit_beside_the_target_not_in_tmpdir(synthetic_root, tmp_path, monkeypatch):
+    import tempfile
+
+    teacher, _ = _save_micro_teacher(tmp_path / "teacher")
+    elsewhere = tmp_path / "node_local_tmp"  # stands for $TMPDIR on another filesystem
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
+    moves: list[tuple[str, str]] = []
+    for mod, name in ((os, "replace"), (os, "rename"), (shutil, "move")):
+        real = getattr(mod, name)
+
+        def spy(src, dst, *a, _real=real, **k):
+            moves.append((str(src), str(dst)))
+            return _real(src, dst, *a, **k)
+
+        monkeypatch.setattr(mod, name, spy)
+    run_dir = tmp_path / "run"
+    run(_cfg(synthetic_root, teacher, 3), run_dir)
+    into_ckpts = [(s, d) for s, d in moves if d.endswith(".ckpt")]
+    assert into_ckpts, "no checkpoint was moved into place"
+    for src, dst in into_ckpts:
+        assert Path(src).parent == Path(dst).parent, (src, dst)  # same folder: same filesystem, a true rename
+    assert not any(elsewhere.iterdir())
+
+
+def test_a_run_shorter_than_the_checkpoint_interval_keeps_its_mid_epoch_last_step(synthetic_root, tmp_path):
+    teacher, _ = _save_micro_teacher(tmp_path / "teacher")
+    run(_cfg(synthetic_root, teacher, 2), tmp_path / "run")  # every 3 steps: no regular checkpoint at all
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    # written after the last step (resumable exactly), not at the end of fit (which marks the epoch finished)
+    assert ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 0
+    assert ckpt["PoseVideoDataModule"] == {"epoch": 0, "batches": 2}
