@@ -2,8 +2,8 @@
 
 Composes the config, builds the datamodule and the LightningModule, and runs ``Trainer.fit`` with a
 run folder ``${paths.output_dir}/${name}`` (checkpoints, CSV metrics, sample videos, exports).
-``ckpt_path=auto`` resumes from that folder's newest readable checkpoint (by recorded step) exactly (weights, EMA, optimizer,
-LR schedule, step, data position; the training noise is a function of seed and step). SIGTERM / SIGUSR1
+``ckpt_path=auto`` resumes from that folder's newest readable checkpoint (by recorded step) exactly (weights, EMA,
+optimizer, LR schedule, step, data position; the training noise is a function of seed and step). SIGTERM / SIGUSR1
 write ``last.ckpt`` after the running step and exit with 128 + the signal number.
 """
 
