@@ -43,6 +43,8 @@ class PoseVideoDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         decoded_cache_mb: float = 0.0,
         synthesize: dict | None = None,
+        generate: str | bool = "auto",
+        default_root: str | None = None,
     ):
         super().__init__()
         self.root = str(root)
@@ -58,21 +60,40 @@ class PoseVideoDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.decoded_cache_mb = decoded_cache_mb
         self.synthesize = dict(synthesize) if synthesize else None
+        if generate not in ("auto", True, False):
+            raise ValueError(f"data.generate={generate!r}: choose auto, true or false")
+        self.generate, self.default_root = generate, default_root
         self._resume_position: tuple[int, int] | None = None
         self.reports: dict[str, ScanReport] = {}
         self.train_dataset: TripletDataset | None = None
         self.val_dataset: TripletDataset | None = None
 
     def prepare_data(self) -> None:
+        """Generate the synthetic dancers on first use, but only where that cannot overwrite anything: at the
+        configured default location (``data.generate=auto``) or where ``data.generate=true`` asks for it, and
+        only into a missing or empty folder. A ``data.root`` the user names that holds no dataset stops here."""
         if self.synthesize is None:
             return
         from dancelcm.data.synthesize import SynthesisConfig, synthesize
 
-        info = Path(self.root) / "dataset.json"
+        root = Path(self.root)
+        info = root / "dataset.json"
         if info.exists():
             self._check_generator(info, SynthesisConfig(**{**self.synthesize, "out_dir": self.root}))
             return
-
+        at_default = self.default_root is not None and root.resolve() == Path(self.default_root).resolve()
+        if self.generate is False or (self.generate == "auto" and not at_default):
+            raise FileNotFoundError(
+                f"data.root={root}: no dataset there (no dataset.json). Point data.root at a dataset folder, make "
+                f"one with `python -m dancelcm.data.synthesize out_dir={root}` (synthetic dancers) or "
+                "`python -m dancelcm.data.prepare` (real videos), or add data.generate=true to generate the "
+                "synthetic dancers there (an empty or new folder only)"
+            )
+        if root.is_dir() and any(root.iterdir()):
+            raise FileExistsError(
+                f"data.root={root}: the folder holds files but no dataset.json; the synthetic dancers are only "
+                "generated into a missing or empty folder, never over other files. Choose another data.root"
+            )
         log.info("no dataset at %s: generating the synthetic dancers there (%s)", self.root, self.synthesize)
         synthesize(SynthesisConfig(**{**self.synthesize, "out_dir": self.root}))
 

@@ -155,6 +155,11 @@ def synthesize(cfg: SynthesisConfig) -> dict:
         raise FileExistsError(
             f"{out}/dataset.json exists: pass overwrite=true to regenerate, or choose another out_dir"
         )
+    if not (out / "dataset.json").exists() and out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(
+            f"out_dir={out}: the folder holds files but no dataset.json; the dancers are only written into a new "
+            "or empty folder (or over an earlier synthetic dataset with overwrite=true). Choose another out_dir"
+        )
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs = [(cfg, i) for i in range(cfg.num_videos)]

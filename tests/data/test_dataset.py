@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -181,12 +183,49 @@ def test_missing_root_names_the_fix(tmp_path):
         dm.setup("fit")
 
 
+SMALL_SYNTH = {"num_videos": 4, "num_frames": 12, "resolution": 32, "num_workers": 1, "preview": False}
+
+
 def test_prepare_data_generates_the_synthetic_default(tmp_path):
     root = tmp_path / "auto"
-    dm = _dm(root, synthesize={"num_videos": 4, "num_frames": 12, "resolution": 32, "num_workers": 1, "preview": False})
+    dm = _dm(root, synthesize=SMALL_SYNTH, default_root=str(root))
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_dataset) >= 2
+
+
+def test_a_named_data_root_without_a_dataset_is_never_written_into(tmp_path):
+    """A typo or a hand-made real layout at data.root must not get 400 dancers generated into it."""
+    typo = tmp_path / "dat" / "synthtic"
+    dm = _dm(typo, synthesize=SMALL_SYNTH, default_root=str(tmp_path / "data" / "synthetic"))
+    with pytest.raises(FileNotFoundError, match=r"data.root=.*synthtic: no dataset there.*data.generate=true"):
+        dm.prepare_data()
+    assert not typo.exists()
+    real = tmp_path / "real"  # a real layout without dataset.json: its split files must survive
+    (real / "splits").mkdir(parents=True)
+    (real / "splits" / "train.txt").write_text("my_video_1\n")
+    for generate in ("auto", True):
+        with pytest.raises((FileNotFoundError, FileExistsError), match=r"data.root=.*real"):
+            _dm(real, synthesize=SMALL_SYNTH, generate=generate).prepare_data()
+    assert (real / "splits" / "train.txt").read_text() == "my_video_1\n"
+    assert sorted(p.name for p in real.rglob("*")) == ["splits", "train.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _dm(empty, synthesize=SMALL_SYNTH, generate=True).prepare_data()  # asked for, into an empty folder: made
+    assert (empty / "dataset.json").is_file()
+
+
+def test_the_default_config_generates_only_at_its_default_root(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = str(Path(__file__).resolve().parents[2] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        default = compose(config_name="train", overrides=[f"paths.data_dir={tmp_path}"])
+        named = compose(config_name="train", overrides=[f"data.root={tmp_path / 'mine'}"])
+    assert default.data.root == default.data.default_root == str(tmp_path / "synthetic")
+    with pytest.raises(FileNotFoundError, match="data.root="):
+        instantiate(named.data).prepare_data()
 
 
 def test_dataset_pickles_without_readers(synthetic_root):

@@ -151,3 +151,13 @@ def test_stored_frames_are_the_rendered_frames_in_full_colour(tmp_path):
         assert not records
     finally:
         logging.getLogger("dancelcm.data.datamodule").removeHandler(handler)
+
+
+def test_synthesize_never_writes_into_a_folder_of_other_files(tmp_path):
+    from dancelcm.data.synthesize import SynthesisConfig, synthesize
+
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "train.txt").write_text("real_video\n")
+    with pytest.raises(FileExistsError, match="holds files but no dataset.json"):
+        synthesize(SynthesisConfig(out_dir=str(tmp_path), num_videos=2, num_frames=12, resolution=32, preview=False))
+    assert (tmp_path / "splits" / "train.txt").read_text() == "real_video\n"
