@@ -22,12 +22,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-STAGES=${STAGES:-train evaluate report samples}
+STAGES=${STAGES:-train evaluate keep report samples}
 STEPS=${STEPS:-150}
 BATCH=${BATCH:-4}
 WARMUP=${WARMUP:-20}
 SEEDS=${SEEDS:-0,1}
-VARIANTS=${VARIANTS:-}  # e.g. full,minus_motion: only these variants of +ablation=removal (same job folders)
+VARIANTS=${VARIANTS:-}  # e.g. full,minus_motion: only these variants of +ablation=removal (default: all of them)
 CLIPS=${CLIPS:-32}
 TRAIN_ARGS=${TRAIN_ARGS:-data.num_workers=0}
 EVAL_ARGS=${EVAL_ARGS:-}
@@ -35,14 +35,28 @@ SWEEP=${SWEEP:-runs/synthetic_ablation}
 OUT=experiments/synthetic_ablation
 TEACHER=${TEACHER:-checkpoints/synthetic_teacher}
 
+kept() {  # kept VARIANT SEED: the job's records are in $OUT/jobs, evaluated, at this STEPS
+  local d
+  for d in "$OUT/jobs/variant=$1,seed=$2__"*/; do
+    [[ -f "$d/eval/metrics.json" ]] && grep -qx -- "- trainer.max_steps=$STEPS" "$d/.hydra/overrides.yaml" && return 0
+  done
+  return 1
+}
+
 if [[ " $STAGES " == *" train "* ]]; then
-echo "==> [1/4] train: +ablation=removal x seeds {$SEEDS}, $STEPS steps each at batch $BATCH -> $SWEEP"
-# shellcheck disable=SC2086  # TRAIN_ARGS is a list of overrides
-$PY -m dancelcm.train -m +experiment=synthetic_k4 +ablation=removal "seed=$SEEDS" \
-  "trainer.max_steps=$STEPS" "data.batch_size=$BATCH" "method.warmup_steps=$WARMUP" \
-  trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 \
-  callbacks.checkpoint_every_n_steps=50 "method.teacher=$TEACHER" "hydra.sweep.dir=$SWEEP" ckpt_path=auto \
-  trainer.enable_progress_bar=false ${VARIANTS:+"+variant=$VARIANTS"} $TRAIN_ARGS
+all=${VARIANTS:-$(sed -n 's/^ *+variant: *//p' conf/ablation/removal.yaml)}
+for seed in ${SEEDS//,/ }; do
+  todo=""
+  for v in ${all//,/ }; do kept "$v" "$seed" || todo+="${todo:+,}$v"; done
+  if [[ -z "$todo" ]]; then echo "==> [1/4] train seed $seed: every variant is kept in $OUT/jobs"; continue; fi
+  echo "==> [1/4] train: +ablation=removal variants {$todo} x seed $seed, $STEPS steps each at batch $BATCH -> $SWEEP"
+  # shellcheck disable=SC2086  # TRAIN_ARGS is a list of overrides
+  $PY -m dancelcm.train -m +experiment=synthetic_k4 +ablation=removal "+variant=$todo" "seed=$seed" \
+    "trainer.max_steps=$STEPS" "data.batch_size=$BATCH" "method.warmup_steps=$WARMUP" \
+    trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 \
+    callbacks.checkpoint_every_n_steps=50 "method.teacher=$TEACHER" "hydra.sweep.dir=$SWEEP" ckpt_path=auto \
+    trainer.enable_progress_bar=false $TRAIN_ARGS
+done
 fi
 
 if [[ " $STAGES " == *" evaluate "* ]]; then
@@ -61,9 +75,25 @@ for run in "$SWEEP"/*/; do
 done
 fi
 
+if [[ " $STAGES " == *" keep "* ]]; then
+# The records of every evaluated job (its composed config, training curves and evaluation; no weights, ~100 KB)
+# are copied into $OUT/jobs, which git keeps: the report reads them, so a study spread over several machines or
+# sessions (runs/ is scratch) loses no finished job. A job kept there is not trained again (see train above).
+echo "==> keep: evaluated jobs' records -> $OUT/jobs"
+for run in "$SWEEP"/*/; do
+  run=${run%/}
+  [[ -f "$run/eval/metrics.json" ]] || continue
+  dst="$OUT/jobs/${run##*/}"
+  rm -rf "$dst.tmp" && mkdir -p "$dst.tmp"
+  cp -r "$run/.hydra" "$run/csv" "$dst.tmp/"
+  mkdir -p "$dst.tmp/eval" && cp "$run/eval/metrics.json" "$run/eval/per_clip.csv" "$run/eval/table.md" "$dst.tmp/eval/"
+  rm -rf "$dst" && mv "$dst.tmp" "$dst"
+done
+fi
+
 if [[ " $STAGES " == *" report "* ]]; then
-echo "==> [3/4] report -> $OUT"
-$PY -m dancelcm.report "runs=$SWEEP" "out=$OUT" compare=variant=full
+echo "==> [3/4] report of the kept jobs -> $OUT"
+$PY -m dancelcm.report "runs=$OUT/jobs" "out=$OUT" compare=variant=full
 fi
 
 if [[ " $STAGES " == *" samples "* ]]; then
