@@ -36,6 +36,14 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
     return ckpt_path
 
 
+def wandb_mode(configured: str | None) -> str:
+    """W&B's mode: ``WANDB_MODE`` from the environment first (a cluster or CI job that sets it offline stays
+    offline, whatever the config and the API key say; an explicit ``mode`` argument would override W&B's own
+    reading of the variable), then ``logger.wandb.mode``, then online when ``WANDB_API_KEY`` is set, else offline
+    (no prompt, no network)."""
+    return os.environ.get("WANDB_MODE") or configured or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
@@ -46,7 +54,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
     if cfg.logger.get("wandb"):
         w = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
-        mode = w.pop("mode", None) or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode = wandb_mode(w.pop("mode", None))
         group, name = run_identity(cfg)
         w["group"] = w.get("group") or group  # the ablation: its jobs side by side in one W&B group
         w["name"] = w.get("name") or name  # the job's overrides

@@ -102,7 +102,9 @@ class SampleVideos(L.Callback):
                 media = {"samples/strip": wandb.Image(str(png))}
                 if mp4 is not None:
                     media["samples/video"] = wandb.Video(str(mp4))
-                lg.experiment.log(media, step=trainer.global_step)
+                # like the metrics: against the logged key trainer/global_step, never W&B's own step, which is
+                # ahead of global_step after a few log calls and drops a log "less than the current step"
+                lg.log_metrics(media, step=trainer.global_step)
         log.info(
             "samples at step %d: %s (%s)",
             trainer.global_step,

@@ -27,7 +27,7 @@ class Segments:
     def __post_init__(self):
         T, N, K = self.num_train_timesteps, self.num_grid, self.num_segments
         if min(T, N, K) < 1:
-            raise ValueError(f"T={T}, N={N}, K={K} must all be >= 1")
+            raise ValueError(f"num_train_timesteps={T}, num_grid={N}, num_segments={K} must all be >= 1")
         if T % N:
             raise ValueError(
                 f"num_train_timesteps={T} is not divisible by num_grid={N}: the grid would miss the top "

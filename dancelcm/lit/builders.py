@@ -69,7 +69,10 @@ def build_module(cfg: DictConfig):
         from dancelcm.lit.distill import DistillModule
 
         face = method.pop("face", None)
-        if face is not None and face.get("enabled", True):
+        enabled = (face or {}).get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"method.face.enabled={enabled}: must be true or false")
+        if face is not None and enabled:
             # in pixels: the student is built from the teacher bundle, whose autoencoder sets the latent size
             face = {"face_size": int(data["face_size"])}
         else:

@@ -31,6 +31,7 @@ from dancelcm.lit.common import (
     value_at,
     with_dropped,
 )
+from dancelcm.lit.options import validate_distill
 from dancelcm.models.animator import Animator
 from dancelcm.models.bundle import TEACHER_COMMAND, bundle_uncond, load_bundle
 from dancelcm.models.ema import EMA
@@ -122,6 +123,7 @@ class DistillModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        validate_distill(self.hparams)  # every option in its range, before the teacher is loaded
         self.nonfinite = NonFinite(nonfinite)
         self.lr_anneal = parse_anneal(lr_anneal, "method.lr_anneal")
         try:
@@ -131,6 +133,13 @@ class DistillModule(L.LightningModule):
                 f"method.teacher={teacher}: {e}. Point method.teacher at a teacher bundle folder."
             ) from e
         self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
+        self._segments = Segments(**segments)
+        steps = self.schedule.num_train_timesteps
+        if self._segments.num_train_timesteps != steps:  # the grid would miss (or overrun) the teacher's timesteps
+            raise ValueError(
+                f"method.segments.num_train_timesteps={self._segments.num_train_timesteps}: the teacher's noise "
+                f"schedule ({teacher}) has {steps} timesteps; set it to {steps}"
+            )
         teacher_net = bundle.animator.eval().requires_grad_(False)
         # Not a registered submodule: the teacher is frozen, never trained, never saved.
         self.__dict__["teacher"] = teacher_net
@@ -146,8 +155,6 @@ class DistillModule(L.LightningModule):
             )
         self.student = Student(animator, aux_head)
         tgt = {"kind": "ema", "decay": 0.95, **(target or {})}
-        if tgt["kind"] not in ("ema", "student"):
-            raise ValueError(f"distill target.kind={tgt['kind']!r}: choose 'ema' or 'student'")
         self.target = EMA(self.student, tgt["decay"]) if tgt["kind"] == "ema" else None
         loss = {
             "distance": "huber",
@@ -173,19 +180,9 @@ class DistillModule(L.LightningModule):
                 f"method.condition_dropout names {sorted(unknown)} are not student conditions "
                 f"{self.student.animator.condition_names}"
             )
-        self.curriculum = parse_step_schedule(curriculum or [], "method.curriculum")
-        bad = [k for _, k in self.curriculum if k != int(k) or k < 1]
-        if bad:
-            raise ValueError(f"method.curriculum={curriculum!r}: K must be a positive integer, got {bad}")
-        self._segments = Segments(**segments)
-        for _, k in self.curriculum:  # every K of the curriculum must fit the grid now, not at its step
-            Segments(**{**segments, "num_segments": int(k)})
+        self.curriculum = parse_step_schedule(curriculum or [], "method.curriculum")  # checked: validate_distill
         self.validation = {"student_steps": [1, 2, 4], "teacher_steps": 50, "num_clips": 4, **(validation or {})}
         self._teacher_samples: dict | None = None
-        if teacher_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(
-                f"teacher_dtype={teacher_dtype!r}: choose auto, float32 or bfloat16 (never an implicit fp16)"
-            )
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -325,9 +322,7 @@ class DistillModule(L.LightningModule):
         ]
 
     def configure_optimizers(self):
-        lr, scale = self.hparams.lr, self.hparams.face_lr_scale
-        if not scale > 0:
-            raise ValueError(f"method.face_lr_scale={scale}: must be > 0 (1 trains the face path at method.lr)")
+        lr, scale = self.hparams.lr, self.hparams.face_lr_scale  # both > 0: validate_distill
         face = self.face_parameters() if scale != 1 else []
         face_ids = {id(p) for p in face}
         rest = [p for p in self.student.parameters() if p.requires_grad and id(p) not in face_ids]

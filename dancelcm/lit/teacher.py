@@ -23,6 +23,7 @@ from dancelcm.lit.common import (
     value_at,
     with_dropped,
 )
+from dancelcm.lit.options import validate_teacher
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
 from dancelcm.models.ema import EMA
@@ -60,6 +61,7 @@ class TeacherModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        validate_teacher(self.hparams)  # every numeric and choice option in its range, before anything is built
         self.nonfinite = NonFinite(nonfinite)
         self.lr_anneal = parse_anneal(lr_anneal, "method.lr_anneal")
         self.autoencoder = build_autoencoder(**autoencoder)

@@ -7,12 +7,30 @@
     DIR/animator_config.json             the animator's architecture
     DIR/unet/                            the backbone in diffusers format (UNet3DConditionModel)
     DIR/conditioners.safetensors         pose guider, reference and face embedders
-    DIR/scheduler/scheduler_config.json  the noise schedule as a diffusers DDIMScheduler
+    DIR/scheduler/scheduler_config.json  a diffusers sampler: a teacher's DDIMScheduler, a student's TCDScheduler
     DIR/vae/                             a learned autoencoder (diffusers AutoencoderKL), copied in so the
                                          folder is self-contained (``bundle.json`` then names it ``vae``)
 
 Teachers are shipped and loaded this way; the distillation rebuilds its frozen teacher from such a
-folder instead of storing it, and exports its student the same way (``<run>/export``).
+folder instead of storing it, and exports its student the same way (``<run>/export``). The project itself
+reads the noise schedule from ``bundle.json`` (``scheduler``: the teacher's config) and samples a student
+with ``consistency_sample``; ``scheduler/`` is for diffusers-style loops.
+
+A student's ``scheduler/`` is a ``TCDScheduler`` that reproduces ``consistency_sample`` (see
+:func:`student_scheduler`): with ``eta = 0`` a TCD step is the segment sampler's jump from one segment edge to
+the next, given custom timesteps on the edges (``bundle.json``: ``sampling.timesteps[str(steps)]``)::
+
+    sched = TCDScheduler.from_pretrained(DIR, subfolder="scheduler")
+    sched.set_timesteps(timesteps=meta["sampling"]["timesteps"][str(steps)])
+    x = noise
+    for t in sched.timesteps:
+        x = sched.step(student(x, t, cond), t, x, eta=0.0).prev_sample
+
+One adaptation: TCD's last step lands on timestep 0, the segment sampler's on the clean end. The exported
+betas are the teacher's with ``alphas_cumprod[0] = 1`` (``trained_betas``; every other ``alphas_cumprod`` is
+unchanged), so timestep 0 *is* the clean end. The student never evaluates timestep 0 (its lowest sampling
+timestep is ``T / K - 1``); only a K = T student does, and it keeps the teacher's betas (its last step then
+ends at timestep 0, not on the clean end).
 """
 
 from __future__ import annotations
@@ -20,10 +38,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dancelcm.diffusion import NoiseSchedule
+from dancelcm.diffusion import NoiseSchedule, Segments
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
+
+if TYPE_CHECKING:
+    from diffusers import TCDScheduler
 
 
 @dataclass
@@ -57,9 +79,47 @@ def bundle_uncond(bundle, override: list[str] | None = None) -> list[str]:
     return names
 
 
+def student_scheduler(meta: dict) -> tuple[TCDScheduler, dict]:
+    """A student bundle's diffusers sampler and what ``bundle.json`` records about it: a ``TCDScheduler`` (eta 0)
+    on the teacher's noise schedule, with ``alphas_cumprod[0] = 1`` so its last step lands on the clean end (see
+    the module docstring), and the custom timesteps of 1..K steps: the top edges of ``Segments.sampling_steps``."""
+    from diffusers import DDPMScheduler, TCDScheduler
+
+    seg = Segments(**meta["segments"])
+    teacher = DDPMScheduler.from_config(meta["scheduler"])  # the teacher's betas (zero-SNR rescaled if it says so)
+    timesteps = {str(n): [t for t, _ in seg.sampling_steps(n)] for n in range(1, seg.num_segments + 1)}
+    betas = teacher.betas.clone()
+    if min(min(ts) for ts in timesteps.values()) > 0:  # timestep 0 is never evaluated: make it the clean end
+        betas[1] = 1 - teacher.alphas_cumprod[1]  # alphas_cumprod[1] unchanged (then every later one)
+        betas[0] = 0.0
+    scheduler = TCDScheduler.from_config(
+        {
+            "num_train_timesteps": teacher.config.num_train_timesteps,
+            "trained_betas": betas.tolist(),
+            "prediction_type": teacher.config.prediction_type,
+            "rescale_betas_zero_snr": False,  # already in the betas
+            "clip_sample": False,
+            "thresholding": False,
+            "set_alpha_to_one": True,
+            "original_inference_steps": seg.num_grid,  # the distillation grid: the edges lie on it
+            "timestep_spacing": "trailing",
+        }
+    )
+    sampling = {
+        "scheduler": "TCDScheduler",
+        "eta": 0.0,
+        "timesteps": timesteps,
+        "diffusers": "TCDScheduler.from_pretrained(DIR, subfolder='scheduler'); "
+        "set_timesteps(timesteps=timesteps[str(steps)]); step(output, t, x, eta=0.0).prev_sample",
+    }
+    return scheduler, sampling
+
+
 def save_bundle(directory: str | Path, animator: Animator, meta: dict, autoencoder=None) -> Path:
     """Write the bundle. A learned ``autoencoder`` (``DiffusersAutoencoder``) is saved into ``DIR/vae`` and
-    ``meta['autoencoder']['pretrained']`` rewritten to that relative name; the patch autoencoder has no weights."""
+    ``meta['autoencoder']['pretrained']`` rewritten to that relative name; the patch autoencoder has no weights.
+    ``DIR/scheduler`` is the teacher's DDIM scheduler for a teacher, the segment sampler as a TCD scheduler for a
+    student (``meta['kind'] == 'student'`` with ``meta['segments']``; recorded in ``meta['sampling']``)."""
     for key in ("scheduler", "autoencoder", "data"):
         if key not in meta:
             raise ValueError(f"bundle meta needs {key!r}")
@@ -72,7 +132,13 @@ def save_bundle(directory: str | Path, animator: Animator, meta: dict, autoencod
         autoencoder.vae.save_pretrained(str(d / "vae"), safe_serialization=True)
         meta = {**meta, "autoencoder": {**meta["autoencoder"], "pretrained": "vae", "subfolder": None}}
 
-    DDIMScheduler.from_config(meta["scheduler"]).save_pretrained(str(d / "scheduler"))
+    if meta.get("kind") == "student" and "segments" in meta:
+        scheduler, sampling = student_scheduler(meta)
+        meta = {**meta, "sampling": {**meta.get("sampling", {}), **sampling}}
+    else:
+        # as the project's DDIM samples: no clipping of x0, the last step lands on the clean end
+        scheduler = DDIMScheduler.from_config({**meta["scheduler"], "clip_sample": False, "set_alpha_to_one": True})
+    scheduler.save_pretrained(str(d / "scheduler"))
     (d / "bundle.json").write_text(json.dumps(meta, indent=1))
     return d
 

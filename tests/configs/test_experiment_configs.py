@@ -249,3 +249,90 @@ def test_face_lr_scale_trains_only_the_new_face_path_faster(micro_bundle, tmp_pa
     assert no_face.face_parameters() == [] and len(no_face.configure_optimizers()["optimizer"].param_groups) == 1
     with pytest.raises(ValueError, match="method.face_lr_scale=0"):
         build_module(_compose([*small, "method.face_lr_scale=0"])).configure_optimizers()
+
+
+# #23 item 12: every method option is range-checked when the module is built, naming the option as typed
+BAD_OPTIONS = [
+    ("synthetic_k4", "method.loss.motion_weight=-1", "method.loss.motion_weight=-1: must be >= 0 (0 turns"),
+    ("synthetic_k4", "method.guidance=-3", "method.guidance=-3: must be >= 1"),
+    ("synthetic_k4", "method.guidance=0.5", "method.guidance=0.5: must be >= 1"),
+    ("synthetic_k4", "method.segments.num_segments=0", "method.segments.num_segments=0: must be an integer >= 1"),
+    ("synthetic_k4", "method.segments.num_grid=0", "method.segments.num_grid=0: must be an integer >= 1"),
+    ("synthetic_k4", "method.segments.num_train_timesteps=0", "method.segments.num_train_timesteps=0: must be"),
+    ("synthetic_k4", "method.segments.num_segments=2.5", "method.segments.num_segments=2.5: must be an integer"),
+    ("synthetic_k4", "method.segments.num_segments=3", "method.segments={num_segments:3,num_grid:40,"),
+    ("synthetic_k4", "+method.segments.num_segment=4", "method.segments.num_segment=4: unknown option"),
+    ("synthetic_k4", "method.segments.num_train_timesteps=2000", "method.segments.num_train_timesteps=2000: the teach"),
+    ("synthetic_k4", "method.teacher=null", "method.teacher=null: must be a teacher bundle folder"),
+    ("synthetic_k4", "method.uncond=reference", "method.uncond=reference: must be null"),
+    ("synthetic_k4", "method.target.kind=online", "method.target.kind=online: choose ema or student"),
+    ("synthetic_k4", "method.target.decay=1", "method.target.decay=1: must be in [0, 1)"),
+    ("synthetic_k4", "method.target.decay=-0.1", "method.target.decay=-0.1: must be in [0, 1)"),
+    ("synthetic_k4", "method.loss.distance=l1", "method.loss.distance=l1: choose huber or l2"),
+    ("synthetic_k4", "method.loss.huber_c=0", "method.loss.huber_c=0: must be > 0"),
+    ("synthetic_k4", "method.loss.aux_weight=-0.5", "method.loss.aux_weight=-0.5: must be >= 0"),
+    ("synthetic_k4", "method.loss.aux_weighted=2", "method.loss.aux_weighted=2: must be true or false"),
+    ("synthetic_k4", "method.loss.motion_delta=0", "method.loss.motion_delta=0: must be in (0, 1)"),
+    ("synthetic_k4", "method.loss.motion_delta=1.5", "method.loss.motion_delta=1.5: must be in (0, 1)"),
+    ("synthetic_k4", "+method.loss.motion_weigth=2", "method.loss.motion_weigth=2: unknown option"),
+    ("synthetic_k4", "method.aux_head=maybe", "method.aux_head=maybe: must be true or false"),
+    ("synthetic_k4", "method.face.enabled=maybe", "method.face.enabled=maybe: must be true or false"),
+    ("synthetic_k4", "method.condition_dropout.face=1.5", "method.condition_dropout.face=1.5: must be in [0, 1]"),
+    ("synthetic_k4", "method.condition_dropout.face=-0.1", "method.condition_dropout.face=-0.1: must be in [0, 1]"),
+    ("synthetic_k4", "method.lr=0", "method.lr=0: must be > 0"),
+    ("synthetic_k4", "method.lr=-1.0", "method.lr=-1.0: must be > 0"),
+    ("synthetic_k4", "method.face_lr_scale=0", "method.face_lr_scale=0: must be > 0"),
+    ("synthetic_k4", "method.weight_decay=-0.01", "method.weight_decay=-0.01: must be >= 0"),
+    ("synthetic_k4", "method.warmup_steps=-1", "method.warmup_steps=-1: must be an integer >= 0"),
+    ("synthetic_k4", "method.warmup_steps=2.5", "method.warmup_steps=2.5: must be an integer >= 0"),
+    ("synthetic_k4", "method.teacher_dtype=float16", "method.teacher_dtype=float16: choose auto, float32 or bfloat16"),
+    ("synthetic_k4", "method.curriculum=[[0,0]]", "method.curriculum=[[0,0]]: K must be a positive integer"),
+    ("synthetic_k4", "method.curriculum=[[0,3]]", "method.curriculum=[[0,3]]: K=3: num_grid=40 is not divisible"),
+    ("synthetic_k4", "method.validation.student_steps=[0,2]", "method.validation.student_steps=[0,2]: must be a list"),
+    ("synthetic_k4", "method.validation.teacher_steps=0", "method.validation.teacher_steps=0: must be an integer"),
+    ("synthetic_k4", "method.validation.teacher_steps=5000", "method.validation.teacher_steps=5000: must be <= the"),
+    ("synthetic_k4", "method.nonfinite=ignore", "method.nonfinite=ignore: choose raise or skip"),
+    ("synthetic_teacher", "method.lr=0", "method.lr=0: must be > 0"),
+    ("synthetic_teacher", "method.skip_lr_scale=0", "method.skip_lr_scale=0: must be > 0"),
+    ("synthetic_teacher", "method.weight_decay=-1", "method.weight_decay=-1: must be >= 0"),
+    ("synthetic_teacher", "method.warmup_steps=-1", "method.warmup_steps=-1: must be an integer >= 0"),
+    ("synthetic_teacher", "method.ema_decay=1", "method.ema_decay=1: must be in [0, 1)"),
+    ("synthetic_teacher", "method.condition_dropout.reference=2", "method.condition_dropout.reference=2: must be in"),
+    ("synthetic_teacher", "method.loss_weight_gamma=-5", "method.loss_weight_gamma=-5: must be null"),
+    ("synthetic_teacher", "method.sampling.steps=0", "method.sampling.steps=0: must be an integer >= 1"),
+    ("synthetic_teacher", "method.sampling.guidance=-1", "method.sampling.guidance=-1: must be >= 1"),
+    ("synthetic_teacher", "method.sampling.uncond=[]", "method.sampling.uncond=[]: must be a non-empty list"),
+    ("synthetic_teacher", "method.nonfinite=ignore", "method.nonfinite=ignore: choose raise or skip"),
+]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "override", "message"), BAD_OPTIONS, ids=[f"{e}:{o}" for e, o, _ in BAD_OPTIONS]
+)
+def test_bad_method_options_stop_at_construction(experiment, override, message, micro_bundle, tmp_path):
+    import re
+
+    overrides = _small(experiment, micro_bundle, tmp_path)
+    if experiment.startswith("synthetic_teacher"):
+        overrides = [o for o in overrides if not o.startswith("method.teacher")]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_module(_compose([*overrides, override]))
+
+
+def test_method_options_at_the_edges_of_their_ranges_are_accepted(micro_bundle, tmp_path):
+    edges = [
+        "method.loss.motion_weight=0",  # the motion-focused loss off
+        "method.loss.aux_weight=0",
+        "method.guidance=1",  # no CFG in the teacher's step
+        "method.target.decay=0",
+        "method.condition_dropout.face=1",
+        "method.warmup_steps=0",
+        "method.weight_decay=0",
+        "method.segments.num_segments=1",
+        "method.validation.teacher_steps=1000",
+    ]
+    module = build_module(_compose([*_small("synthetic_k4", micro_bundle, tmp_path), *edges]))
+    assert module.loss_cfg["motion_weight"] == 0 and module.segments.num_segments == 1
+    teacher_overrides = [o for o in _small("synthetic_teacher", micro_bundle, tmp_path) if "method.teacher" not in o]
+    teacher = build_module(_compose([*teacher_overrides, "method.ema_decay=0", "method.loss_weight_gamma=null"]))
+    assert teacher.ema is None
