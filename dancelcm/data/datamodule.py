@@ -9,6 +9,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from dancelcm.data.dataset import ClipSampler, ClipSpec, ScanReport, TripletDataset, scan_videos
+from dancelcm.data.reader import DataError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,9 @@ class PoseVideoDataModule(L.LightningDataModule):
 
     ``synthesize``: optional options for ``dancelcm.data.synthesize``; when given and ``root`` holds no
     dataset yet, ``prepare_data`` (rank 0 only) generates it there.
+
+    ``allow_upsample``: frames smaller than ``resolution`` (in either dimension) stop ``setup`` with an error,
+    since a model trained on upsampled frames learns their blur; with ``True`` they are upsampled with a warning.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class PoseVideoDataModule(L.LightningDataModule):
         synthesize: dict | None = None,
         generate: str | bool = "auto",
         default_root: str | None = None,
+        allow_upsample: bool = False,
     ):
         super().__init__()
         self.root = str(root)
@@ -60,6 +65,7 @@ class PoseVideoDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.decoded_cache_mb = decoded_cache_mb
         self.synthesize = dict(synthesize) if synthesize else None
+        self.allow_upsample = allow_upsample
         if generate not in ("auto", True, False):
             raise ValueError(f"data.generate={generate!r}: choose auto, true or false")
         self.generate, self.default_root = generate, default_root
@@ -122,7 +128,8 @@ class PoseVideoDataModule(L.LightningDataModule):
     def _dataset(self, split: str, train: bool, clips_per_video: int) -> TripletDataset:
         report = scan_videos(self.root, split, self.clip, mode=self.scan, on_error=self.on_error)
         self.reports[split] = report
-        (log.warning if report.skipped else log.info)(report.summary())
+        (log.warning if report.skipped or report.without_keypoints else log.info)(report.summary())
+        self._check_resolution(report)
         return TripletDataset(
             report.entries,
             self.clip,
@@ -134,6 +141,30 @@ class PoseVideoDataModule(L.LightningDataModule):
             seed=self.seed,
             on_error=self.on_error,
             decoded_cache_mb=self.decoded_cache_mb,
+        )
+
+    def _check_resolution(self, report: ScanReport) -> None:
+        """Stop (or, with ``allow_upsample``, warn) when stored frames are smaller than ``resolution``."""
+        th, tw = (self.resolution, self.resolution) if isinstance(self.resolution, int) else self.resolution
+        small = [e for e in report.entries if e.height < th or e.width < tw]
+        if not small:
+            return  # downsampling (or none) is what resize-and-crop is for
+        sizes = ", ".join(f"{h}x{w}" for h, w in sorted({(e.height, e.width) for e in small}))
+        shown = self.resolution if isinstance(self.resolution, int) else list(self.resolution)
+        problem = (
+            f"data.resolution={shown} ({th}x{tw}, H x W) is larger than the stored frames of {len(small)} "
+            f"of {len(report.entries)} videos of split '{report.split}' ({sizes}; e.g. {small[0].video}): they "
+            "would be upsampled"
+        )
+        if self.allow_upsample:
+            log.warning("%s (data.allow_upsample=true)", problem)
+            return
+        max_h, max_w = min(e.height for e in report.entries), min(e.width for e in report.entries)
+        raise DataError(
+            report.root,
+            f"{problem}. Set data.resolution to at most [{max_h},{max_w}], prepare the dataset from source videos "
+            f"of at least {th}x{tw} (`python -m dancelcm.data.prepare ... resolution=[{th},{tw}]`), or upsample "
+            "anyway with data.allow_upsample=true",
         )
 
     def setup(self, stage: str | None = None) -> None:

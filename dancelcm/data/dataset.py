@@ -12,7 +12,8 @@ key                    shape         dtype    meaning
 ``face_valid``         ()            bool     False when the reference frame has no face box
 ``face_boxes``         (F, 4)        float32  per-frame face boxes x0, y0, x1, y1 in [0, 1] of the clip
 ``face_boxes_valid``   (F,)          bool     which frames have a face box
-``keypoints``          (F, 18, 3)    float32  OpenPose body keypoints: x, y in [0, 1], confidence (0: none)
+``keypoints``          (F, 18, 3)    float32  OpenPose body keypoints: x, y in [0, 1], confidence (0: none, or
+                                             outside the clip frame; all 0 for a video without keypoints.npz)
 ``face_keypoints``     (F, 68, 3)    float32  68 face landmarks, same convention
 ``frame_index``        (F,)          int64    source frame of each clip frame
 ``reference_index``    ()            int64    source frame of the reference
@@ -22,7 +23,9 @@ key                    shape         dtype    meaning
 ``turned`` (syn)       (F,)          bool     frames that show the dancer's back
 =====================  ============  =======  ===============================================================
 
-The two synthetic-only keys are present when every video of the split has ``ground_truth.npz``.
+The two synthetic-only keys are present when every video of the split has ``ground_truth.npz``. A face box
+with less than ``MIN_FACE_INSIDE`` of its area inside the clip frame (after the centre crop) counts as absent;
+one partly inside is clipped to the frame.
 """
 
 from __future__ import annotations
@@ -45,12 +48,18 @@ from dancelcm.data.reader import (
     read_faces,
     read_ground_truth,
     read_keypoints,
+    read_meta,
 )
 
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("skip", "raise")
 SCAN_MODES = ("header", "full")
+# A face box with less of its area inside the clip frame than this is treated as not seen (a sliver at the edge).
+MIN_FACE_INSIDE = 0.1
+# meta.json's fps may differ from the container's by this much: containers round rates (layout.write_video
+# stores whole numbers, 29.97 is often written as 30); more means meta.json describes another encoding.
+FPS_TOLERANCE = 0.5  # frames per second, plus 1% of the rate
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,9 @@ class VideoEntry:
     pose: str
     num_frames: int
     has_ground_truth: bool
+    height: int  # stored frame size (the crop and the face boxes depend on it)
+    width: int
+    has_keypoints: bool  # keypoints.npz is optional: without it the keypoints are all zero (confidence 0)
 
 
 @dataclass
@@ -90,12 +102,22 @@ class ScanReport:
     entries: list[VideoEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, problem)
 
+    @property
+    def without_keypoints(self) -> list[str]:
+        """Usable videos that have no keypoints.npz (their ``keypoints`` / ``face_keypoints`` are all zero)."""
+        return [e.video_id for e in self.entries if not e.has_keypoints]
+
     def summary(self) -> str:
         head = f"{self.root} [{self.split}]: {len(self.entries)} of {self.total} videos usable"
-        if not self.skipped:
-            return head
-        lines = [f"{head}, {len(self.skipped)} skipped:"]
+        lines = [f"{head}, {len(self.skipped)} skipped:" if self.skipped else head]
         lines += [f"  - {path}: {problem}" for path, problem in self.skipped]
+        if self.without_keypoints:
+            ids = self.without_keypoints
+            more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+            lines.append(
+                f"  {len(ids)} of {len(self.entries)} usable videos have no keypoints.npz (optional): their keypoints "
+                f"and face_keypoints are all zero (confidence 0): {', '.join(ids[:5])}{more}"
+            )
         return "\n".join(lines)
 
 
@@ -106,12 +128,19 @@ def check_video(directory: Path, clip: ClipSpec, mode: str = "header") -> VideoE
     video_path, pose_path = find_source(directory, "video"), find_source(directory, "pose")
     video, pose = FrameSource(video_path), FrameSource(pose_path)
     n = len(video)
-    video.get([0])  # the first frame decodes (catches files that open but hold garbage)
-    pose.get([0])
+    # the first frame decodes (catches files that open but hold garbage)
+    (h, w), (ph, pw) = video.get([0]).shape[1:3], pose.get([0]).shape[1:3]
     if len(pose) != n:
         raise DataError(
             pose_path, f"pose/video length mismatch: {len(pose)} pose frames, {n} video frames ({video_path.name})"
         )
+    if (ph, pw) != (h, w):  # the crop would move the skeleton off the person
+        raise DataError(
+            pose_path,
+            f"pose/video frame size mismatch: {pose_path.name} is {ph}x{pw}, {video_path.name} is {h}x{w} (H x W); "
+            "render the pose maps at the video's size",
+        )
+    _check_fps(directory, video)
     if n < clip.span:
         raise DataError(
             video_path,
@@ -119,12 +148,29 @@ def check_video(directory: Path, clip: ClipSpec, mode: str = "header") -> VideoE
             f"{clip.span}); lower data.num_frames or data.stride, or drop this video",
         )
     read_faces(directory, n)
-    read_keypoints(directory, n)
+    kp = read_keypoints(directory, n)
     gt = read_ground_truth(directory, n)
     if mode == "full":
         video.check_all()
         pose.check_all()
-    return VideoEntry(directory.name, str(directory), str(video_path), str(pose_path), n, gt is not None)
+    return VideoEntry(
+        directory.name, str(directory), str(video_path), str(pose_path), n, gt is not None, h, w, kp is not None
+    )
+
+
+def _check_fps(directory: Path, video: FrameSource) -> None:
+    """meta.json's fps (when it records one) must match the video file's rate, up to the containers' rounding."""
+    want, got = read_meta(directory).get("fps"), video.fps
+    if want is None or got is None:  # no record, or a frames folder (no rate of its own)
+        return
+    if not isinstance(want, int | float):
+        raise DataError(directory / "meta.json", f"fps={want!r} is not a number")
+    if abs(want - got) > FPS_TOLERANCE + 0.01 * want:
+        raise DataError(
+            video.path,
+            f"plays at {got:g} fps but {directory / 'meta.json'} says fps={want:g}: the video was re-encoded or "
+            "meta.json belongs to another version of it; fix meta.json's fps or re-encode the video at that rate",
+        )
 
 
 def scan_videos(
@@ -159,6 +205,16 @@ def scan_videos(
     return report
 
 
+def cover_transform(h: int, w: int, size: tuple[int, int]) -> tuple[int, int, float, float, float, float]:
+    """Geometry of ``resize_center_crop`` for an ``h x w`` frame: the resized size ``(nh, nw)`` and the point
+    transform ``(sx, sy, ox, oy)`` (``x' = x * sx - ox``), known before any frame is decoded."""
+    th, tw = size
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    oy, ox = (nh - th) // 2, (nw - tw) // 2
+    return nh, nw, nw / w, nh / h, float(ox), float(oy)
+
+
 def resize_center_crop(
     x: torch.Tensor, size: tuple[int, int]
 ) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
@@ -168,12 +224,42 @@ def resize_center_crop(
     """
     h, w = x.shape[-2:]
     th, tw = size
-    scale = max(th / h, tw / w)
-    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    nh, nw, sx, sy, ox, oy = cover_transform(h, w, size)
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    oy, ox = (nh - th) // 2, (nw - tw) // 2
-    return x[..., oy : oy + th, ox : ox + tw], (nw / w, nh / h, float(ox), float(oy))
+    return x[..., int(oy) : int(oy) + th, int(ox) : int(ox) + tw], (sx, sy, ox, oy)
+
+
+def boxes_in_clip(
+    boxes: list, h: int, w: int, size: tuple[int, int]
+) -> tuple[list[np.ndarray | None], list[list[float] | None]]:
+    """Face boxes (x0, y0, x1, y1 in pixels of an ``h x w`` video) seen through ``resize_center_crop`` to ``size``.
+
+    Per frame: the box in [0, 1] of the clip, clipped to it, and the same visible part in source pixels (what the
+    face crop is cut around); None for both where there is no box or less than ``MIN_FACE_INSIDE`` of its area is
+    inside the clip (a face cropped away is absent, not an edge-padded crop of the frame border).
+    """
+    _, _, sx, sy, ox, oy = cover_transform(h, w, size)
+    th, tw = size
+    scale = np.array([sx / tw, sy / th, sx / tw, sy / th])
+    offset = np.array([ox / tw, oy / th, ox / tw, oy / th])
+    in_clip: list[np.ndarray | None] = []
+    in_source: list[list[float] | None] = []
+    for box in boxes:
+        if box is None:
+            in_clip.append(None)
+            in_source.append(None)
+            continue
+        b = np.asarray(box, np.float64) * scale - offset
+        c = np.clip(b, 0.0, 1.0)
+        inside = max(c[2] - c[0], 0.0) * max(c[3] - c[1], 0.0)
+        if inside <= 0 or inside < MIN_FACE_INSIDE * (b[2] - b[0]) * (b[3] - b[1]):
+            in_clip.append(None)
+            in_source.append(None)
+            continue
+        in_clip.append(c.astype(np.float32))
+        in_source.append(list(box) if (c == b).all() else ((c + offset) / scale).tolist())
+    return in_clip, in_source
 
 
 def crop_square(image: torch.Tensor, box, scale: float, size: int) -> torch.Tensor:
@@ -242,13 +328,15 @@ class TripletDataset(Dataset):
         return state
 
     def _side_files(self, e: VideoEntry) -> tuple:
-        """(face boxes, keypoints, ground truth) of a video, read once per process."""
+        """(face boxes in the clip, the same in source pixels, keypoints, ground truth) of a video, read once per
+        process (see ``boxes_in_clip``)."""
         if e.directory not in self._side:
             if len(self._side) >= 1024:
                 self._side.clear()
             d = Path(e.directory)
             gt = read_ground_truth(d, e.num_frames) if self.with_ground_truth else None
-            self._side[e.directory] = (read_faces(d, e.num_frames), read_keypoints(d, e.num_frames), gt)
+            boxes = boxes_in_clip(read_faces(d, e.num_frames), e.height, e.width, self.size)
+            self._side[e.directory] = (*boxes, read_keypoints(d, e.num_frames), gt)
         return self._side[e.directory]
 
     def __getitem__(self, key) -> dict:
@@ -287,7 +375,7 @@ class TripletDataset(Dataset):
         frames = start + self.clip.stride * np.arange(self.clip.num_frames)
 
         directory = Path(e.directory)
-        boxes, kp, gt = self._side_files(e)
+        boxes, source_boxes, kp, gt = self._side_files(e)
         with_face = [k for k, b in enumerate(boxes) if b is not None]
         if with_face:
             ref = int(rng.choice(with_face)) if self.train else with_face[0]
@@ -299,6 +387,8 @@ class TripletDataset(Dataset):
         rgb = torch.from_numpy(raw).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         pose = torch.from_numpy(raw_pose).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         src_h, src_w = rgb.shape[-2:]
+        if (src_h, src_w) != (e.height, e.width):
+            raise DataError(e.video, f"frames are {src_h}x{src_w}, the scan found {e.height}x{e.width}")
         out, (sx, sy, ox, oy) = resize_center_crop(rgb, self.size)
         pose, _ = resize_center_crop(pose, self.size)
         h, w = self.size
@@ -310,11 +400,10 @@ class TripletDataset(Dataset):
         face_valid = np.zeros(len(frames), bool)
         for k, fi in enumerate(frames):
             if boxes[fi] is not None:
-                b = np.asarray(boxes[fi], np.float32)
-                face_boxes[k] = np.clip(to_clip(b.reshape(2, 2)).reshape(4), 0.0, 1.0)
+                face_boxes[k] = boxes[fi]
                 face_valid[k] = True
         if boxes[ref] is not None:
-            face = crop_square(rgb[-1], boxes[ref], self.face_scale, self.face_size)
+            face = crop_square(rgb[-1], source_boxes[ref], self.face_scale, self.face_size)
         else:
             face = torch.zeros(3, self.face_size, self.face_size)
 
@@ -324,6 +413,9 @@ class TripletDataset(Dataset):
             for dst, src in ((body, kp[0]), (face_kp, kp[1])):
                 dst[...] = src[frames]
                 dst[..., :2] = to_clip(dst[..., :2])
+                # cropped away: not visible (as `prepare` marks them), whatever the detector's confidence was
+                outside = (dst[..., 0] < 0) | (dst[..., 0] >= 1) | (dst[..., 1] < 0) | (dst[..., 1] >= 1)
+                dst[outside, 2] = 0.0
 
         sample = {
             "video": out[:-1].contiguous().clamp_(-1, 1),

@@ -4,24 +4,26 @@
 
     ROOT/
       dataset.json                  name, fps, size, keypoint format, has_ground_truth, how it was made
-      splits/train.txt              one video id per line (identities disjoint between splits)
+      splits/train.txt              one video id per line, each once (identities disjoint between splits)
       splits/test.txt
       videos/<video_id>/
         video.mp4    | frames/      the RGB video (h264 mp4) or a folder of frames (png/jpg, sorted by name)
-        pose.mp4     | pose/        DWPose-style rendered skeletons, same frame count as the video
-        keypoints.npz               body (F, 18, 3) and face (F, 68, 3): x, y in pixels, confidence
+        pose.mp4     | pose/        DWPose-style rendered skeletons, same frame count and size as the video
+        keypoints.npz               body (F, 18, 3) and face (F, 68, 3): x, y in pixels, confidence (optional)
         faces.json                  {"boxes": [[x0, y0, x1, y1] | null, ...]} per frame (optional)
         meta.json                   {"num_frames", "fps", "height", "width", ...}
         ground_truth.npz            synthetic only: figure_mask (F, H, W, packed bits), turned (F,),
                                     face_visible (F,)
 
 A missing ``faces.json`` (or a ``null`` box) means "no face seen": the face condition is then marked
-absent, never invented.
+absent, never invented. A missing ``keypoints.npz`` means "no keypoints": all-zero confidence in the batch,
+counted in the scan summary (training reads the pose maps, not the keypoints).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +65,17 @@ def read_split(root: str | Path, split: str) -> list[str]:
             f"{path}: split '{split}' not found (available: {available or 'none'}). "
             f"Is {root} a DanceLCM dataset? Make one with `python -m dancelcm.data.synthesize out_dir={root}`."
         )
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    # A repeated id would be sampled (and, in a test split, scored) twice as often as the others; refused rather
+    # than silently de-duplicated, since it usually means two split files were merged by mistake.
+    repeated = sorted(v for v, n in Counter(ids).items() if n > 1)
+    if repeated:
+        more = f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
+        raise ValueError(
+            f"{path}: video ids listed more than once: {', '.join(repeated[:10])}{more}; each video must appear "
+            "once per split: remove the repeated lines"
+        )
+    return ids
 
 
 PIX_FMTS = ("yuv420p", "yuv444p")

@@ -19,7 +19,9 @@ Per video: frames are resized to cover ``resolution`` and centre-cropped (keypoi
 subsampled to ``fps``, capped at ``max_frames``; written as ``video.mp4`` + ``pose.mp4`` +
 ``keypoints.npz`` + ``faces.json`` + ``meta.json`` (last, atomically: a video with ``meta.json`` is done
 and skipped by a re-run). Videos run in ``num_workers`` processes with a progress bar; failures are
-collected with their reasons into ``prepare_report.json`` and a summary, never silently dropped.
+collected with their reasons into ``prepare_report.json`` and a summary, never silently dropped, and the
+command exits non-zero when more than ``max_failed_fraction`` of the videos (default: none) failed. The
+summary also warns about an empty split, videos without a person in any frame and upsampled sources.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class PrepareConfig:
     num_workers: int = 2
     overwrite: bool = False
     crf: int = 16
+    max_failed_fraction: float = 0.0  # the command exits non-zero when a larger share of the videos failed
     pose: PoseOptions = field(default_factory=PoseOptions)
     face: FaceOptions = field(default_factory=FaceOptions)
 
@@ -93,6 +96,14 @@ class PrepareConfig:
         return (int(r), int(r)) if isinstance(r, int) else (int(r[0]), int(r[1]))
 
     def validate(self) -> None:
+        h, w = self.size
+        if h < 2 or w < 2 or h % 2 or w % 2:  # checked before any video is decoded: every one would fail
+            raise PrepareError(
+                f"resolution={self.resolution}: h264 stores only even frame sizes, got {h}x{w} (H x W); use e.g. "
+                f"resolution=[{max(2, h + h % 2)},{max(2, w + w % 2)}]"
+            )
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            raise PrepareError(f"max_failed_fraction={self.max_failed_fraction}: must be in [0, 1]")
         if self.source_format not in FORMATS:
             raise PrepareError(f"source_format={self.source_format!r}: choose one of {FORMATS}")
         if not Path(self.source).is_dir():
@@ -328,6 +339,8 @@ def prepare_video(cfg: PrepareConfig, video: SourceVideo) -> dict:
         "frames": len(out),
         "frames_with_person": people,
         "frames_with_face": faces,
+        "source_size": [src_h, src_w],
+        "upsampled": h > src_h or w > src_w,  # resize-to-cover enlarged the source: blurrier than its size says
         "seconds": time.perf_counter() - t0,
     }
 
@@ -398,8 +411,58 @@ def prepare(cfg: PrepareConfig) -> dict:
         "seconds": time.perf_counter() - t0,
         "videos_detail": results,
     }
+    summary["warnings"] = _warnings(cfg, results, splits)
     layout.write_json(out / "prepare_report.json", summary)
     return summary
+
+
+def _ids(rows: list[dict], show: int = 5) -> str:
+    more = f" and {len(rows) - show} more" if len(rows) > show else ""
+    return ", ".join(r["id"] for r in rows[:show]) + more
+
+
+def _warnings(cfg: PrepareConfig, results: list[dict], splits: dict[str, list[str]]) -> list[str]:
+    """What the counts alone do not say: an empty split (training then stops), videos with nobody in them
+    (their pose maps are black), sources smaller than the output (upsampled)."""
+    out = []
+    prepared = [r for r in results if r["status"] == "prepared"]
+    ok = sum(r["status"] != "failed" for r in results)
+    for name, ids in splits.items():
+        if not ids:
+            option = "data.val_split=test" if name == "test" else f"data.train_split={name}"
+            out.append(
+                f"split '{name}' is empty ({ok} usable of {len(results)} videos, test_fraction={cfg.test_fraction}): "
+                f"training reads it by default ({option}) and would stop with 'no usable video'; prepare more "
+                "videos, or point that option at another split"
+            )
+    nobody = [r for r in prepared if r["frames_with_person"] == 0]
+    if nobody:
+        out.append(
+            f"{len(nobody)} of {len(prepared)} prepared videos have no frame with a person (no body keypoint above "
+            f"pose.conf_threshold={cfg.pose.conf_threshold}): their pose maps are empty; check the keypoints "
+            f"(pose.backend={cfg.pose.backend}): {_ids(nobody)}"
+        )
+    upsampled = [r for r in prepared if r["upsampled"]]
+    if upsampled:
+        h, w = cfg.size
+        sh, sw = upsampled[0]["source_size"]
+        out.append(
+            f"{len(upsampled)} of {len(prepared)} prepared videos were upsampled: the source is smaller than "
+            f"resolution={h}x{w} (H x W; e.g. {upsampled[0]['id']} is {sh}x{sw}), so their frames are blurrier than "
+            f"their size suggests: {_ids(upsampled)}"
+        )
+    return out
+
+
+def check_failures(summary: dict, cfg: PrepareConfig) -> None:
+    """PrepareError when more than ``cfg.max_failed_fraction`` of the videos failed (the command's exit status)."""
+    failed, total = summary["failed"], summary["videos"]
+    if failed and failed > cfg.max_failed_fraction * total:
+        raise PrepareError(
+            f"{failed} of {total} videos failed (listed above and in {Path(cfg.out) / 'prepare_report.json'}), more "
+            f"than max_failed_fraction={cfg.max_failed_fraction:g} allows; fix or remove them and run again (done "
+            "videos are kept), or accept a share of failures with e.g. max_failed_fraction=0.1"
+        )
 
 
 def main() -> None:
@@ -429,6 +492,12 @@ def main() -> None:
             log.warning("failed: %s (%s): %s", f["id"], f["source"], f["error"])
         if s["failures"]:
             log.warning("%d failures, listed in %s/prepare_report.json", len(s["failures"]), conf.out)
+        for w in s["warnings"]:
+            log.warning("%s", w)
+        try:
+            check_failures(s, conf)
+        except PrepareError as e:
+            raise SystemExit(f"prepare: {e}") from None
 
     _run()
 

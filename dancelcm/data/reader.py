@@ -1,19 +1,26 @@
 """Low-level readers for one video folder of the standard layout (see ``layout.py``).
 
-Video files are decoded with decord at their native size (its own resize is unreliable at small sizes);
-frame folders are read with Pillow. Every failure is raised as ``DataError`` naming the file and the
-problem, so a caller can skip it or stop with a message a user can act on.
+Video files are decoded with decord at their native size (its own resize is unreliable at small sizes),
+and with PyAV where decord cannot open or read a file: decord 0.6 rejects valid h264 files whose width is
+not a multiple of 32 at some sizes (8, 16, 24, 48, 72 px: "from_size == to_size") and stops at the first
+corrupt packet of a stream, where PyAV still reads the intact frames. Frame folders are read with Pillow.
+Every failure is raised as ``DataError`` naming the file and the problem, so a caller can skip it or stop
+with a message a user can act on.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import logging
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from dancelcm.data import layout
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 # Where each stream may live inside a video folder: a file stem or a frames folder.
@@ -41,12 +48,101 @@ def find_source(video_dir: Path, kind: str) -> Path:
     raise DataError(video_dir, f"no {kind} found (expected {expected})")
 
 
+class _DecordReader:
+    """decord's random access (fast; the default)."""
+
+    def __init__(self, path: Path):
+        import decord
+
+        self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def get(self, indices: list[int]) -> np.ndarray:
+        return self._reader.get_batch(indices).asnumpy()
+
+    @property
+    def fps(self) -> float | None:
+        return float(self._reader.get_avg_fps()) or None
+
+
+class _PyAVReader:
+    """Random access with PyAV: an index of every frame's timestamp (demuxed once, nothing decoded), then a
+    seek to the keyframe before the first wanted frame and decoding forward. A decoding error, a frame that
+    FFmpeg flags as corrupt, or a wanted frame that never came out is retried once from the start of the file
+    (a seek can land badly in files with open GOPs), then raised."""
+
+    def __init__(self, path: Path):
+        import av
+
+        self._container = av.open(str(path))
+        if not self._container.streams.video:
+            raise ValueError("no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.codec_context.thread_count = 1  # like decord: DataLoader workers are the parallelism
+        pts, keys = [], []
+        for packet in self._container.demux(self._stream):
+            if packet.size and packet.pts is not None:
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        self._pts = sorted(pts)  # presentation order: frame i has timestamp _pts[i]
+        self._index = {p: i for i, p in enumerate(self._pts)}
+        self._keys = sorted(self._index[k] for k in keys) or [0]  # frame indices of the keyframes
+
+    def __len__(self) -> int:
+        return len(self._pts)
+
+    @property
+    def fps(self) -> float | None:
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        return float(rate) if rate else None
+
+    def get(self, indices: list[int]) -> np.ndarray:
+        try:
+            frames = self._decode(sorted(set(indices)), from_start=False)
+        except Exception:
+            frames = self._decode(sorted(set(indices)), from_start=True)
+        return np.stack([frames[i] for i in indices])
+
+    def _decode(self, wanted: list[int], from_start: bool) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        frames, pos = None, -1  # the running decoder and the index of the last frame it gave
+        corrupt = None  # a frame since the last keyframe that FFmpeg decoded with errors (later ones inherit them)
+        for i in wanted:
+            key = 0 if from_start else self._keys[bisect.bisect_right(self._keys, i) - 1]
+            if frames is None or (not from_start and key > pos):  # a keyframe after pos: cheaper to seek
+                self._container.seek(self._pts[key], stream=self._stream, backward=True, any_frame=False)
+                frames, pos, corrupt = self._container.decode(self._stream), -1, None
+            for frame in frames:
+                j = self._index.get(frame.pts)
+                if j is None:
+                    continue
+                pos = j
+                corrupt = None if frame.key_frame else corrupt
+                corrupt = j if frame.is_corrupt else corrupt
+                if j == i:
+                    if corrupt is not None:
+                        raise ValueError(f"frame {corrupt} is corrupt (FFmpeg concealed a decoding error)")
+                    out[i] = frame.to_ndarray(format="rgb24")
+                if j >= i:
+                    break
+            if i not in out:
+                raise ValueError(f"frame {i} was not decoded (the stream ended or skipped it)")
+        return out
+
+
 class FrameSource:
-    """Random access to the frames of a video file or a frames folder, as uint8 (n, H, W, 3)."""
+    """Random access to the frames of a video file or a frames folder, as uint8 (n, H, W, 3).
+
+    Video files are read with decord; a file decord cannot open, or frames it cannot decode, are read
+    with PyAV instead (from then on for that file). Only when both fail is the file called unreadable.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self._reader = None
+        self._reader: _DecordReader | _PyAVReader | None = None
         self._files: list[Path] | None = None
         if path.is_dir():
             try:
@@ -58,14 +154,23 @@ class FrameSource:
         else:
             if path.stat().st_size == 0:
                 raise DataError(path, "file is empty (0 bytes)")
-            import decord
-
             try:
-                self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+                self._reader = _DecordReader(path)
             except Exception as e:  # decord raises RuntimeError / DECORDError with C++ context
-                raise DataError(path, f"cannot be opened as a video (corrupt or truncated?): {_short(e)}") from e
+                self._reader = self._fallback(f"decord cannot open it ({_short(e)})")
             if len(self._reader) == 0:
                 raise DataError(path, "video has zero frames")
+
+    def _fallback(self, why: str) -> _PyAVReader:
+        """Switch this file to PyAV; DataError when PyAV cannot open it either."""
+        try:
+            reader = _PyAVReader(self.path)
+        except Exception as e:
+            raise DataError(
+                self.path, f"cannot be opened as a video (corrupt or truncated?): {_short(e)}; {why}"
+            ) from e
+        log.debug("%s: %s; reading it with PyAV", self.path, why)
+        return reader
 
     def __len__(self) -> int:
         return len(self._files) if self._files is not None else len(self._reader)
@@ -78,15 +183,25 @@ class FrameSource:
             raise DataError(self.path, f"frame indices {bad[:3]} out of range for {n} frames")
         if self._files is not None:
             return np.stack([self._read_image(self._files[i]) for i in indices])
+        span = f"frame {indices[0]}" if len(indices) == 1 else f"frames {indices[0]}..{indices[-1]}"
         try:
-            return self._reader.get_batch(indices).asnumpy()
+            return self._reader.get(indices)
         except Exception as e:
-            raise DataError(self.path, f"frames {indices[0]}..{indices[-1]} cannot be decoded: {_short(e)}") from e
+            if isinstance(self._reader, _PyAVReader):
+                raise DataError(self.path, f"{span} cannot be decoded (corrupt stream?): {_short(e)}") from e
+            first = e
+        self._reader = self._fallback(f"decord cannot decode {span} ({_short(first)})")
+        try:
+            return self._reader.get(indices)
+        except Exception as e:
+            raise DataError(
+                self.path, f"{span} cannot be decoded (corrupt stream?): PyAV: {_short(e)}; decord: {_short(first)}"
+            ) from e
 
     @property
     def fps(self) -> float | None:
         """The video file's average frame rate; None for a frames folder (it carries no rate)."""
-        return (float(self._reader.get_avg_fps()) or None) if self._reader is not None else None
+        return self._reader.fps if self._reader is not None else None
 
     def frame_size(self) -> tuple[int, int]:
         if self._files is not None:
@@ -94,7 +209,7 @@ class FrameSource:
 
             with Image.open(self._files[0]) as im:
                 return im.height, im.width
-        h, w, _ = self._reader[0].shape
+        h, w, _ = self.get([0])[0].shape
         return h, w
 
     def check_all(self) -> None:

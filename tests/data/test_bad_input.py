@@ -189,3 +189,69 @@ def test_one_corrupt_file_among_ten_trains_on_the_nine(synthetic_root, tmp_path)
     assert model.seen == set(all_ids) - {bad}
     assert len(dm.skipped) == 1 and bad in dm.skipped[0][0]
     assert "9 of 10 videos usable, 1 skipped" in dm.reports["train"].summary()
+
+
+def test_pose_and_video_frame_sizes_must_match(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    pose = read_frames(d, "pose")
+    layout.write_video(d / "pose.mp4", pose.repeat(2, axis=1).repeat(2, axis=2), fps=12)  # 64 x 64
+    _expect_skip_and_raise(fresh_copy, vid, "frame size mismatch: pose.mp4 is 64x64, video.mp4 is 32x32")
+
+
+def test_meta_fps_must_match_the_video(fresh_copy):
+    vid, d = _victim(fresh_copy)
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["fps"] == 12
+    (d / "meta.json").write_text(json.dumps({**meta, "fps": 11.6}))  # a container's rounding: accepted
+    assert vid in [e.video_id for e in scan_videos(fresh_copy, "train", CLIP).entries]
+    (d / "meta.json").write_text(json.dumps({**meta, "fps": 25}))
+    _expect_skip_and_raise(fresh_copy, vid, "plays at 12 fps but")
+    with pytest.raises(DataError, match="meta.json says fps=25"):
+        scan_videos(fresh_copy, "train", CLIP, on_error="raise")
+
+
+def test_a_split_listing_a_video_twice_is_refused(fresh_copy):
+    ids = layout.read_split(fresh_copy, "train")
+    layout.write_split(fresh_copy, "train", [*ids, ids[2], ids[0], ids[2]])
+    with pytest.raises(ValueError, match=r"train\.txt: video ids listed more than once") as info:
+        scan_videos(fresh_copy, "train", CLIP)
+    assert f"{ids[0]}, {ids[2]};" in str(info.value)
+    dm = PoseVideoDataModule(str(fresh_copy), num_frames=4, stride=2, resolution=32, num_workers=0)
+    with pytest.raises(ValueError, match=re.escape(ids[2])):
+        dm.setup("fit")
+
+
+def test_videos_without_keypoints_are_counted_and_named_at_setup(fresh_copy, caplog):
+    vid, d = _victim(fresh_copy)
+    (d / "keypoints.npz").unlink()
+    dm = PoseVideoDataModule(str(fresh_copy), num_frames=4, stride=2, resolution=32, num_workers=0)
+    with caplog.at_level(logging.INFO):
+        dm.setup("fit")
+    assert "1 of 8 usable videos have no keypoints.npz (optional): their keypoints and face_keypoints are all " in (
+        caplog.text
+    )
+    assert caplog.text.count(vid) == 1 and len(dm.train_dataset.entries) == 8  # loaded, not skipped
+    i = [e.video_id for e in dm.train_dataset.entries].index(vid)
+    s = dm.train_dataset[i]
+    assert s["video_id"] == vid and torch.count_nonzero(s["keypoints"]) == 0
+    assert torch.count_nonzero(s["face_keypoints"]) == 0
+
+
+def test_frames_smaller_than_the_resolution_stop_setup(synthetic_root, caplog):
+    def dm(resolution, **kw):
+        return PoseVideoDataModule(str(synthetic_root), num_frames=4, resolution=resolution, num_workers=0, **kw)
+
+    with pytest.raises(DataError, match=re.escape("data.resolution=[64, 48] (64x48, H x W) is larger")) as info:
+        dm([64, 48]).setup("fit")
+    for part in ("8 of 8 videos of split 'train' (32x32;", "at most [32,32]", "data.allow_upsample=true"):
+        assert part in str(info.value)
+    with caplog.at_level(logging.WARNING):
+        up = dm(64, allow_upsample=True)
+        up.setup("fit")
+    assert "would be upsampled (data.allow_upsample=true)" in caplog.text
+    assert up.train_dataset[0]["video"].shape == (4, 3, 64, 64)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        down = dm(16)
+        down.setup("fit")  # downsampling: nothing to say
+    assert caplog.text == "" and down.train_dataset[0]["video"].shape == (4, 3, 16, 16)

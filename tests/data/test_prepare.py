@@ -151,3 +151,62 @@ def test_cli_prepares_a_folder_of_videos(raw_sources, tmp_path):
         len(FrameSource(layout.video_dir(tmp_path / "o", layout.read_split(tmp_path / "o", "train")[0]) / "video.mp4"))
         == 24
     )
+
+
+def test_a_48px_preparation_loads(raw_sources, tmp_path):
+    """decord cannot decode h264 48 px wide; the reader falls back to PyAV, so the prepared set loads whole."""
+    from dancelcm.data.datamodule import PoseVideoDataModule
+
+    out = tmp_path / "p48"
+    cfg = _cfg(raw_sources["ubc"], out, raw_sources["keypoints"])
+    cfg.resolution = 48
+    assert prepare(cfg)["prepared"] == 10
+    dm = PoseVideoDataModule(root=str(out), num_frames=4, resolution=48, batch_size=2, num_workers=0)
+    dm.setup("fit")
+    assert dm.skipped == [] and len(dm.train_dataset.entries) == 8
+    assert next(iter(dm.train_dataloader()))["video"].shape == (2, 4, 3, 48, 48)
+
+
+def test_an_odd_resolution_stops_before_any_video_is_read(raw_sources, tmp_path):
+    for resolution in (33, [32, 47]):
+        cfg = _cfg(raw_sources["ubc"], tmp_path / "o", raw_sources["keypoints"])
+        cfg.resolution = resolution
+        with pytest.raises(PrepareError, match=r"h264 stores only even frame sizes, got \d+x\d+"):
+            prepare(cfg)
+        assert not (tmp_path / "o").exists()
+
+
+def test_cli_fails_when_videos_fail_and_prints_what_the_counts_hide(raw_sources, tmp_path):
+    """Two source videos: one truncated (fails), one whose keypoints show nobody, both smaller than the output.
+    The command exits non-zero naming max_failed_fraction, and the summary says that the test split is empty,
+    that a video has no person and that one was upsampled."""
+    src, kp = tmp_path / "src", tmp_path / "kp"
+    src.mkdir()
+    good, bad = sorted((raw_sources["ubc"] / "train").glob("*.mp4"))[:2]
+    shutil.copy(good, src / good.name)
+    (src / bad.name).write_bytes(bad.read_bytes()[:300])
+    (kp / good.stem).mkdir(parents=True)
+    for i in range(24):
+        (kp / good.stem / f"{i:04d}_keypoints.json").write_text(json.dumps({"people": []}))
+    args = ["dancelcm.data.prepare", f"source={src}", f"out={tmp_path / 'o'}", f"pose.keypoints_dir={kp}"]
+    proc = run_module([*args, "resolution=64", "num_workers=1"], tmp_path, ok=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-3000:]
+    assert "1 of 2 videos failed" in proc.stderr and "max_failed_fraction=0 allows" in proc.stderr
+    assert "split 'test' is empty" in text
+    assert "1 of 1 prepared videos have no frame with a person (no body keypoint above pose.conf_threshold=0.3)" in (
+        text
+    )
+    assert "1 of 1 prepared videos were upsampled: the source is smaller than resolution=64x64" in text
+    assert f"{good.stem} is 32x32" in text
+
+
+def test_max_failed_fraction_allows_a_share_of_failures(tmp_path):
+    from dancelcm.data.prepare import check_failures
+
+    cfg = PrepareConfig(source=str(tmp_path), out=str(tmp_path / "o"), max_failed_fraction=0.25)
+    check_failures({"failed": 2, "videos": 8}, cfg)  # 25%: allowed
+    with pytest.raises(PrepareError, match="3 of 8 videos failed"):
+        check_failures({"failed": 3, "videos": 8}, cfg)
+    with pytest.raises(PrepareError, match="max_failed_fraction=1.5"):
+        PrepareConfig(source=str(tmp_path), out=str(tmp_path / "o"), max_failed_fraction=1.5).validate()
