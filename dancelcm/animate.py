@@ -75,23 +75,13 @@ def load_pose(path: str | Path, size: tuple[int, int], max_frames: int | None = 
 
 
 def make_sampler(bundle, steps: int, guidance: float, seed: int = 0, uncond: list[str] | None = None):
-    """The bundle's sampler: DDIM + CFG for a teacher (``uncond``: the conditions its unconditional half drops;
-    None: the bundle's setting), the consistency sampler (no CFG) for a student."""
-    from dancelcm.evaluate import student_sampler, teacher_sampler
-    from dancelcm.models.bundle import bundle_uncond
+    """The bundle's sampler (:func:`dancelcm.sampling.bundle_sampler`); a bad choice is an :class:`InputError`."""
+    from dancelcm.sampling import bundle_sampler
 
-    if bundle.meta.get("kind") == "student":
-        if guidance != 1.0:
-            raise InputError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
-        try:
-            return student_sampler(bundle, steps, seed)
-        except ValueError as e:
-            raise InputError(str(e)) from e
     try:
-        names = bundle_uncond(bundle, uncond)
+        return bundle_sampler(bundle, steps, guidance, seed, uncond)
     except ValueError as e:
         raise InputError(str(e)) from e
-    return teacher_sampler(bundle, steps, guidance, names)
 
 
 @torch.no_grad()
@@ -138,8 +128,8 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="animate")
     def _run(cfg: DictConfig) -> None:
-        from dancelcm.callbacks.samples import to_uint8
         from dancelcm.data.layout import write_video
+        from dancelcm.media import to_uint8
         from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
 
         for key in ("reference", "pose"):

@@ -68,34 +68,28 @@ def _teacher_bundle(cfg, directory: Path):
 
 def bench_inference(cfg, bundle, batch: dict, device: torch.device) -> dict:
     from dancelcm.diffusion import Segments
-    from dancelcm.diffusion.samplers import ddim_sample
-    from dancelcm.distill.consistency import consistency_sample
-    from dancelcm.lit.common import make_conditions, with_dropped
+    from dancelcm.sampling import latent_shape, student_sampler, teacher_sampler
 
-    net = bundle.animator.to(device).eval()
-    ae = bundle.autoencoder
+    bundle.to(device)
     b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    f, _, h, w = b["video"].shape[1:]
-    c, fac = net.latent_channels, ae.factor
-    noise = torch.randn(b["video"].shape[0], c, f, h // fac, w // fac, device=device)
+    noise = torch.randn(b["video"].shape[0], *latent_shape(bundle, b), device=device)
     n, g = int(cfg.bench.teacher_steps), float(cfg.bench.guidance)
-    segments = Segments(num_segments=4, num_grid=int(cfg.bench.num_grid))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bench.bf16)
+    segments = Segments(num_segments=4, num_grid=int(cfg.bench.num_grid))  # the teacher's network as a K=4 student
 
-    def teacher():
-        with torch.no_grad(), autocast:
-            cond = make_conditions(b, ae, net.condition_names)
-            z = ddim_sample(net, noise, bundle.schedule, n, cond, with_dropped(cond, ["reference"]), g)
-            ae.decode(z.float())
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bench.bf16)
 
-    def student(k):
+    def timed(sampler):
         def run():
-            with torch.no_grad(), autocast:
-                cond = make_conditions(b, ae, net.condition_names)
-                z = consistency_sample(net, noise, bundle.schedule, segments, cond, num_steps=k)
-                ae.decode(z.float())
+            with torch.no_grad():
+                sampler(b, noise)
 
         return run
+
+    teacher = timed(teacher_sampler(bundle, n, g, ["reference"], autocast=autocast))
+
+    def student(k):
+        return timed(student_sampler(bundle, k, segments=segments, autocast=autocast))
 
     clips = b["video"].shape[0]
     out = {"teacher": {"nfe": 2 * n, "s_per_clip": _timed(teacher, cfg.bench.repeats, device) / clips}}
@@ -188,15 +182,13 @@ def _components(module, batch: dict, cfg) -> dict:
     """Where a distillation step's time goes, in units of the same network: a forward at batch 2B (the
     teacher's batched CFG), a forward at B (the EMA target) and a forward + backward at B (the student,
     which is all a plain step runs). The step-time ratio cannot beat (f_2B + f_B + fb_B) / fb_B."""
-    from dancelcm.lit.common import make_conditions
-
     device = torch.device("cuda" if cfg.bench.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
     net = module.animator.to(device).train()
     b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bench.bf16)
     with torch.no_grad():
         z = module.autoencoder.encode(b["video"])
-        cond = make_conditions(b, module.autoencoder, net.condition_names)
+        cond = net.conditions(b, module.autoencoder)
     t = torch.full((z.shape[0],), 500, device=device)
     cond2 = {k: (torch.cat([v, v]) if torch.is_tensor(v) else v) for k, v in cond.items()}
     cond2["drop"] = {}

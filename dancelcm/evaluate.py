@@ -15,93 +15,14 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dancelcm.metrics.quality import clip_metrics, clip_metrics_vs, clip_regions
+from dancelcm.sampling import Sampler, clip_noise, copy_reference, latent_shape, student_sampler, teacher_sampler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SamplerSpec:
-    name: str
-    nfe: int
-    fn: Callable[[dict, torch.Tensor], torch.Tensor]  # (batch, latent noise) -> video in [-1, 1]
-
-
-def teacher_sampler(bundle, steps: int, guidance: float, uncond: list[str], show_uncond: bool = False) -> SamplerSpec:
-    from dancelcm.diffusion.samplers import ddim_sample
-    from dancelcm.lit.common import make_conditions, with_dropped
-
-    net = bundle.animator.eval()
-
-    def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
-        cond = make_conditions(batch, bundle.autoencoder, net.condition_names)
-        un = with_dropped(cond, uncond) if guidance != 1.0 else None
-        z = ddim_sample(net, noise, bundle.schedule, steps, cond, un, guidance)
-        return bundle.autoencoder.decode(z).clamp(-1, 1)
-
-    name = f"teacher DDIM-{steps}" + (f" CFG {guidance:g}" if guidance != 1.0 else "")
-    if show_uncond and guidance != 1.0:  # a non-default unconditional half, named in tables
-        name += f" drop {'+'.join(uncond)}"
-    return SamplerSpec(name, steps * (2 if guidance != 1.0 else 1), fn)
-
-
-def student_sampler(bundle, steps: int, seed: int = 0) -> SamplerSpec:
-    """A distilled student: segment-wise deterministic sampling when ``steps <= K``; for a K = 1 student (plain
-    LCM) the LCM multistep sampler (re-noising between steps) beyond that. No CFG: NFE = steps.
-
-    A K > 1 student predicts its segment's lower edge, not the clean video, except in the lowest segment, so the
-    re-noising sampler (which reads every prediction as clean) does not apply: more steps than K is refused."""
-    from dancelcm.diffusion import Segments
-    from dancelcm.distill.consistency import consistency_sample, multistep_consistency_sample
-    from dancelcm.lit.common import make_conditions
-
-    net = bundle.animator.eval()
-    segments = Segments(**bundle.meta["segments"])
-    k = segments.num_segments
-    if steps < 1 or (k > 1 and steps > k):
-        raise ValueError(
-            f"steps={steps}: this student has K={k} segments and samples in 1 to {k} steps "
-            f"(its prediction is clean only in the lowest segment); choose steps <= {k}"
-            if steps >= 1
-            else f"steps={steps}: must be >= 1"
-        )
-    face_size = bundle.meta.get("data", {}).get("face_size")
-
-    def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
-        if face_size and "face" in batch and batch["face"].shape[-1] != face_size:
-            # the face crop at the size this student was trained with
-            face = torch.nn.functional.interpolate(
-                batch["face"], size=(face_size, face_size), mode="bilinear", antialias=True, align_corners=False
-            )
-            batch = {**batch, "face": face}
-        cond = make_conditions(batch, bundle.autoencoder, net.condition_names)
-        if steps <= segments.num_segments:
-            z = consistency_sample(net, noise, bundle.schedule, segments, cond, steps)
-        else:
-            g = torch.Generator().manual_seed(seed)
-            z = multistep_consistency_sample(net, noise, bundle.schedule, steps, cond, g)
-        return bundle.autoencoder.decode(z).clamp(-1, 1)
-
-    return SamplerSpec(f"{steps}-step", steps, fn)
-
-
-def reference_copy() -> SamplerSpec:
-    """The trivial baseline: the reference frame in every frame."""
-    return SamplerSpec(
-        "copy reference frame", 0, lambda batch, noise: batch["reference"][:, None].expand_as(batch["video"])
-    )
-
-
-def clip_noise(clip_index: torch.Tensor, shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """Initial noise per clip, identical for every sampler (seeded by the clip's dataset index)."""
-    return torch.stack(
-        [torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + int(i))) for i in clip_index]
-    )
 
 
 class ReferenceCache:
@@ -144,7 +65,7 @@ class ReferenceCache:
 
 @torch.no_grad()
 def evaluate(
-    samplers: list[SamplerSpec],
+    samplers: list[Sampler],
     loader,
     latent_shape: Callable[[dict], tuple[int, ...]],
     feature_net=None,
@@ -353,7 +274,7 @@ def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:
     (out_dir / "metrics.json").write_text(json.dumps(result["samplers"], indent=1))
     table = markdown_table(result["samplers"])
     if result.get("kept"):
-        from dancelcm.callbacks.samples import write_samples
+        from dancelcm.media import write_samples
 
         kept = result["kept"]
         write_samples(out_dir, "samples", kept["batch"], kept["samples"])
@@ -393,7 +314,7 @@ def main() -> None:
         loader = dm.val_dataloader()
         samplers = []
         if cfg.reference_baseline:
-            samplers.append(reference_copy())
+            samplers.append(copy_reference())
         override = cfg.get("uncond")
         try:
             uncond = bundle_uncond(bundle, None if override is None else list(override))
@@ -419,12 +340,6 @@ def main() -> None:
                     raise SystemExit(f"dancelcm.evaluate: students.{label}={directory}, student_steps: {e}") from e
                 spec.name = f"{label} {spec.name}"
                 samplers.append(spec)
-        fac, c = bundle.autoencoder.factor, bundle.animator.latent_channels
-
-        def latent_shape(batch):
-            f, _, h, w = batch["video"].shape[1:]
-            return (c, f, h // fac, w // fac)
-
         feature_net = FrameEncoder.load(cfg.feature_net) if cfg.feature_net else None
         perceptual = PerceptualMetrics(cfg.get("perceptual"), device)
         cache = None
@@ -442,7 +357,7 @@ def main() -> None:
         result = evaluate(
             samplers,
             loader,
-            latent_shape,
+            lambda batch: latent_shape(bundle, batch),
             feature_net,
             cfg.seed,
             cfg.max_clips,

@@ -25,9 +25,8 @@ def probe(bundle, loader, timesteps: list[int], max_clips: int | None, seed: int
     """Mean metrics per timestep over up to ``max_clips`` clips: the model's x0 estimate and ``x_t / a_t``."""
     from tqdm.auto import tqdm
 
-    from dancelcm.evaluate import clip_noise
-    from dancelcm.lit.common import make_conditions
     from dancelcm.metrics.quality import clip_metrics
+    from dancelcm.sampling import clip_noise
 
     bad = [t for t in timesteps if not 0 <= int(t) < bundle.schedule.num_train_timesteps]
     if bad:
@@ -45,7 +44,7 @@ def probe(bundle, loader, timesteps: list[int], max_clips: int | None, seed: int
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         b = batch["video"].shape[0]
         z = ae.encode(batch["video"])
-        cond = make_conditions(batch, ae, net.condition_names)
+        cond = net.conditions(batch, ae)
         eps = clip_noise(batch["clip_index"].cpu(), tuple(z.shape[1:]), seed).to(device)
         for t in sums:
             tt = torch.full((b,), t, device=device)

@@ -9,7 +9,6 @@ folder and never saved in checkpoints.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import lightning as L
@@ -17,84 +16,24 @@ import torch
 from torch import nn
 
 from dancelcm.diffusion import Segments
-from dancelcm.diffusion.samplers import ddim_sample
-from dancelcm.distill.consistency import LossWeights, consistency_sample, consistency_targets, distillation_loss
+from dancelcm.distill.consistency import LossWeights, consistency_targets, distillation_loss
 from dancelcm.distill.losses import motion_mask_latent, motion_weight
 from dancelcm.lit.common import (
     NonFinite,
     batch_random,
     lr_factor,
-    make_conditions,
     parse_anneal,
     parse_step_schedule,
-    random_condition_dropout,
     value_at,
-    with_dropped,
 )
 from dancelcm.lit.options import validate_distill
-from dancelcm.models.animator import Animator
-from dancelcm.models.bundle import TEACHER_COMMAND, bundle_uncond, load_bundle
+from dancelcm.models.animator import Animator, batch_conditions
+from dancelcm.models.bundle import TEACHER_COMMAND, Bundle, bundle_uncond, load_bundle
+from dancelcm.models.conditioning import random_condition_dropout, with_dropped
 from dancelcm.models.ema import EMA
-
-
-def face_config(face: dict[str, Any], factor: int, teacher: str) -> dict[str, Any]:
-    """The student's face embedder arguments. ``face_size`` (the crop side in pixels, ``data.face_size``) becomes
-    ``face_latent_size`` through the factor of the *teacher bundle's* autoencoder, which encodes the crop: the
-    run's ``model`` config may describe another architecture than the bundle it distils."""
-    face = dict(face)
-    if "face_size" in face:
-        size = int(face.pop("face_size"))
-        if size % factor:
-            raise ValueError(
-                f"data.face_size={size} is not divisible by the factor {factor} of the teacher's autoencoder "
-                f"({teacher}): set data.face_size to a multiple of {factor}"
-            )
-        face["face_latent_size"] = size // factor
-    return face
-
-
-class AuxHead(nn.Module):
-    """The light-weight auxiliary head: a copy of the backbone's output block (norm, activation, conv_out),
-    initialised from it, reading the student's last shared features (the input of ``conv_norm_out``). Its
-    output then passes through the animator's own output stages (:meth:`Animator.output_stages`), so at
-    initialisation it equals the main prediction; it is read like the main output (same parameterisation)
-    and supervised towards the real latents' x0. Used in training only."""
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.norm = copy.deepcopy(backbone.conv_norm_out)
-        self.act = copy.deepcopy(backbone.conv_act)
-        self.conv = copy.deepcopy(backbone.conv_out)
-
-    def forward(self, features: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """The output block on the features, laid out like the backbone's sample: (B, C, F, h, w)."""
-        x = self.conv(self.act(self.norm(features)))  # (B*F, C, h, w)
-        return x.reshape(-1, num_frames, *x.shape[1:]).permute(0, 2, 1, 3, 4)
-
-
-class Student(nn.Module):
-    """The student animator with an optional auxiliary head; ``forward`` returns ``(out, aux_out)`` when
-    the head exists and ``return_aux`` is set, else ``out`` (so it is a plain denoiser for samplers)."""
-
-    def __init__(self, animator: Animator, aux_head: bool):
-        super().__init__()
-        self.animator = animator
-        self.aux_head = AuxHead(animator.backbone) if aux_head else None
-        self._features: torch.Tensor | None = None
-        self.return_aux = False
-        if self.aux_head is not None:
-            animator.backbone.conv_norm_out.register_forward_pre_hook(self._grab)
-
-    def _grab(self, module, inputs):
-        self._features = inputs[0]
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict):
-        out = self.animator(x_t, t, cond)
-        if self.aux_head is None or not self.return_aux:
-            return out
-        aux = self.aux_head(self._features, x_t.shape[2])
-        self._features = None
-        return out, self.animator.output_stages(aux, x_t, t, cond)
+from dancelcm.models.face import face_config, face_parameters
+from dancelcm.models.student import student_from_teacher
+from dancelcm.sampling import batch_noise, latent_shape, student_sampler, teacher_sampler
 
 
 class DistillModule(L.LightningModule):
@@ -143,17 +82,8 @@ class DistillModule(L.LightningModule):
         teacher_net = bundle.animator.eval().requires_grad_(False)
         # Not a registered submodule: the teacher is frozen, never trained, never saved.
         self.__dict__["teacher"] = teacher_net
-        student_cfg = dict(teacher_net.config)
-        if face is not None:
-            student_cfg["face"] = face_config(face, self.autoencoder.factor, teacher)
-        animator = Animator(**student_cfg)
-        missing, unexpected = animator.load_state_dict(teacher_net.state_dict(), strict=False)
-        bad = [k for k in missing if "face" not in k and "_ip" not in k]
-        if bad or unexpected:
-            raise RuntimeError(
-                f"student initialisation from the teacher failed: missing {bad[:5]}, unexpected {unexpected[:5]}"
-            )
-        self.student = Student(animator, aux_head)
+        face_args = None if face is None else face_config(face, self.autoencoder.factor, teacher)
+        self.student = student_from_teacher(teacher_net, face_args, aux_head)
         tgt = {"kind": "ema", "decay": 0.95, **(target or {})}
         self.target = EMA(self.student, tgt["decay"]) if tgt["kind"] == "ema" else None
         loss = {
@@ -226,7 +156,7 @@ class DistillModule(L.LightningModule):
         return torch.autocast(self.device.type, dtype=self.teacher_dtype)
 
     def conditions(self, batch: dict, names: list[str]) -> dict:
-        return make_conditions(batch, self.autoencoder, names)
+        return batch_conditions(batch, self.autoencoder, names)
 
     # -- training --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -313,13 +243,8 @@ class DistillModule(L.LightningModule):
             self.target.update(self.student)
 
     def face_parameters(self) -> list[nn.Parameter]:
-        """The parameters the face path adds to the teacher's network: the face tokenizer and the decoupled
-        cross-attention's key/value projections (empty without face injection)."""
-        return [
-            p
-            for n, p in self.student.named_parameters()
-            if p.requires_grad and (".embedders.face." in f".{n}" or "_ip." in n)
-        ]
+        """The face path's parameters in the student (see :func:`dancelcm.models.face.face_parameters`)."""
+        return face_parameters(self.student)
 
     def configure_optimizers(self):
         lr, scale = self.hparams.lr, self.hparams.face_lr_scale  # both > 0: validate_distill
@@ -348,43 +273,28 @@ class DistillModule(L.LightningModule):
         )
         self.log("val/loss_cd", out.loss_cd, sync_dist=True, batch_size=x0.shape[0])
 
-    def latent_noise(self, batch: dict, seed: int) -> torch.Tensor:
-        b, f, _, h, w = batch["video"].shape
-        fac = self.autoencoder.factor
-        g = torch.Generator().manual_seed(seed)
-        return torch.randn(b, self.student.animator.latent_channels, f, h // fac, w // fac, generator=g).to(self.device)
+    def sampling_bundles(self) -> tuple[Bundle, Bundle]:
+        """(teacher, student) as bundles for :mod:`dancelcm.sampling` (the student's current segments)."""
+        teacher = Bundle(self.teacher, self.schedule, self.autoencoder, self.teacher_meta)
+        meta = {"data": dict(self.hparams.data or {})}
+        student = Bundle(self.student.animator, self.schedule, self.autoencoder, meta)
+        return teacher, student
 
     @torch.no_grad()
-    def sample_student(
-        self, batch: dict, steps: int | None = None, noise: torch.Tensor | None = None, seed: int = 0
-    ) -> torch.Tensor:
-        noise = self.latent_noise(batch, seed) if noise is None else noise
-        cond = self.conditions(batch, self.student.animator.condition_names)
-        z = consistency_sample(self.student, noise, self.schedule, self.segments, cond, steps)
-        return self.autoencoder.decode(z).clamp(-1, 1)
-
-    @torch.no_grad()
-    def sample_teacher(
-        self, batch: dict, steps: int, guidance: float, noise: torch.Tensor | None = None, seed: int = 0
-    ) -> torch.Tensor:
-        noise = self.latent_noise(batch, seed) if noise is None else noise
-        cond = self.conditions(batch, self.teacher.condition_names)
-        uncond = with_dropped(cond, self.uncond) if guidance != 1.0 else None
-        with self._autocast():
-            z = ddim_sample(self.teacher, noise, self.schedule, steps, cond, uncond, guidance)
-        return self.autoencoder.decode(z.float()).clamp(-1, 1)
-
     def sample_for_logging(self, batch: dict, seed: int = 0) -> dict[str, torch.Tensor]:
         """Ground truth | teacher (N steps, CFG) | student at 1/2/4 steps, all from the same noise. The
         teacher's samples are computed once (it is frozen) and reused at every validation."""
-        noise = self.latent_noise(batch, seed)
+        teacher, student = self.sampling_bundles()
+        noise = batch_noise(batch["video"].shape[0], latent_shape(student, batch), seed).to(self.device)
         n, g = int(self.validation["teacher_steps"]), float(self.hparams.guidance)
         if self._teacher_samples is None:
-            self._teacher_samples = {f"teacher_ddim{n}_cfg{g:g}": self.sample_teacher(batch, n, g, noise)}
+            ref = teacher_sampler(teacher, n, g, self.uncond, autocast=self._autocast)
+            self._teacher_samples = {f"teacher_ddim{n}_cfg{g:g}": ref(batch, noise)}
         out = dict(self._teacher_samples)
+        seg = self.segments
         for k in self.validation["student_steps"]:
-            if k <= self.segments.num_segments:
-                out[f"student_{k}step"] = self.sample_student(batch, k, noise)
+            if k <= seg.num_segments:
+                out[f"student_{k}step"] = student_sampler(student, k, segments=seg)(batch, noise)
         return out
 
     def bundle_meta(self) -> dict:

@@ -10,23 +10,22 @@ import torch
 import torch.nn.functional as F
 
 from dancelcm.diffusion import NoiseSchedule
-from dancelcm.diffusion.samplers import ddim_sample
 from dancelcm.lit.common import (
     NonFinite,
     batch_random,
     lr_factor,
-    make_conditions,
     parse_anneal,
     parse_step_schedule,
-    random_condition_dropout,
     sample_timesteps,
     value_at,
-    with_dropped,
 )
 from dancelcm.lit.options import validate_teacher
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
+from dancelcm.models.bundle import Bundle
+from dancelcm.models.conditioning import random_condition_dropout
 from dancelcm.models.ema import EMA
+from dancelcm.sampling import batch_noise, latent_shape, teacher_sampler
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class TeacherModule(L.LightningModule):
 
     # -- pieces ----------------------------------------------------------------------------------------
     def conditions(self, batch: dict) -> dict:
-        return make_conditions(batch, self.autoencoder, self.animator.condition_names)
+        return self.animator.conditions(batch, self.autoencoder)
 
     @property
     def sampling_net(self) -> torch.nn.Module:
@@ -167,18 +166,13 @@ class TeacherModule(L.LightningModule):
     def sample(
         self, batch: dict, steps: int | None = None, guidance: float | None = None, seed: int = 0
     ) -> torch.Tensor:
-        """DDIM (+ CFG) samples for a batch, decoded to video (B, F, 3, H, W) in [-1, 1]."""
+        """DDIM (+ CFG) samples for a batch with the sampling weights (EMA), decoded to video (B, F, 3, H, W)."""
         steps = steps or self.sampling["steps"]
         guidance = self.sampling["guidance"] if guidance is None else guidance
-        cond = self.conditions(batch)
-        uncond = with_dropped(cond, self.sampling["uncond"]) if guidance != 1.0 else None
-        b, f = batch["video"].shape[:2] if "video" in batch else (batch["pose"].shape[0], batch["pose"].shape[1])
-        h, w = batch["pose"].shape[-2:]
-        fac = self.autoencoder.factor
-        g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(b, self.animator.latent_channels, f, h // fac, w // fac, generator=g).to(self.device)
-        z = ddim_sample(self.sampling_net, noise, self.schedule, steps, cond, uncond, guidance)
-        return self.autoencoder.decode(z).clamp(-1, 1)
+        bundle = Bundle(self.sampling_net, self.schedule, self.autoencoder, {})
+        shape = latent_shape(bundle, batch)
+        noise = batch_noise(batch["pose"].shape[0], shape, seed).to(self.device)
+        return teacher_sampler(bundle, steps, guidance, list(self.sampling["uncond"]))(batch, noise)
 
     def sample_for_logging(self, batch: dict, seed: int = 0) -> dict[str, torch.Tensor]:
         """The validation videos: the reference sampler (DDIM N + CFG) and a 4-step DDIM for contrast."""

@@ -1,6 +1,8 @@
 """Conditioning as a list of embedders keyed by batch field (the sgm pattern).
 
-Each embedder (``forward(cond, num_frames) -> Embedding``) reads its entries of the condition dict
+Each embedder declares the batch keys it reads (``batch_keys``) and turns them into its entries of the condition
+dict (``read(batch, autoencoder)``, e.g. the reference frame -> its latent); ``forward(cond, num_frames) ->
+Embedding`` then reads those entries
 and returns features to concatenate with the noisy latent (``concat``, (B, C, F, h, w)) and/or tokens
 for cross-attention (``tokens``, (B, n, D)). Turning a condition off removes one entry; the network
 has no ``if use_face`` branches.
@@ -38,6 +40,11 @@ class PoseGuider(nn.Module):
     encoder applied per frame (UniAnimate / Animate Anyone style). Reads ``cond['pose']``."""
 
     name = "pose"
+    batch_keys = ("pose",)
+
+    @staticmethod
+    def read(batch: dict, autoencoder) -> dict:
+        return {"pose": batch["pose"]}
 
     def __init__(self, factor: int, channels: tuple[int, ...] = (16, 32, 64), out_channels: int = 32):
         super().__init__()
@@ -75,6 +82,11 @@ class ReferenceEmbedder(nn.Module):
     latent position with a learned position embedding (appearance that moved)."""
 
     name = "reference"
+    batch_keys = ("reference",)
+
+    @staticmethod
+    def read(batch: dict, autoencoder) -> dict:
+        return {"reference_latent": autoencoder.encode_images(batch["reference"])}
 
     def __init__(
         self, latent_channels: int, latent_size: tuple[int, int], concat_channels: int = 64, token_dim: int = 128
@@ -107,35 +119,26 @@ class ReferenceEmbedder(nn.Module):
         return out
 
 
-class FaceEmbedder(nn.Module):
-    """DanceLCM's facial fidelity condition: the reference face crop encoded by the *same* latent
-    autoencoder (``cond['face_latent']``, (B, C, s, s)) -> patch tokens -> linear projection. The tokens
-    enter the UNet through decoupled cross-attention (separate key/value projections whose output
-    starts at zero, see ``Animator``), so a student with face injection starts identical to its
-    teacher. A missing face (``cond['face_valid']`` False) or a dropped condition uses a learned null set.
-    """
+def with_dropped(cond: dict, names: list[str] | tuple[str, ...], mask: torch.Tensor | None = None) -> dict:
+    """A copy of ``cond`` with the named conditions dropped (for all samples, or where ``mask``)."""
+    b = next(v for v in cond.values() if torch.is_tensor(v)).shape[0]
+    device = next(v for v in cond.values() if torch.is_tensor(v)).device
+    drop = dict(cond.get("drop", {}))
+    for n in names:
+        m = torch.ones(b, dtype=torch.bool, device=device) if mask is None else mask
+        drop[n] = drop[n] | m if n in drop else m
+    return {**cond, "drop": drop}
 
-    name = "face"
 
-    def __init__(self, latent_channels: int, face_latent_size: int, token_dim: int = 128):
-        super().__init__()
-        n = face_latent_size * face_latent_size
-        self.to_tokens = nn.Linear(latent_channels, token_dim)
-        self.position = nn.Parameter(torch.randn(1, n, token_dim) * 0.02)
-        self.null_tokens = nn.Parameter(torch.randn(1, n, token_dim) * 0.02)
-        self.num_tokens, self.concat_channels, self.token_dim = n, 0, token_dim
-
-    def forward(self, cond: dict, num_frames: int) -> Embedding:
-        face = cond["face_latent"]
-        b = face.shape[0]
-        tokens = self.to_tokens(rearrange(face, "b c h w -> b (h w) c"))
-        if tokens.shape[1] != self.num_tokens:
-            raise ValueError(
-                f"face latent has {tokens.shape[1]} positions, the face embedder expects {self.num_tokens}: "
-                "data.face_size / autoencoder factor must match model face_latent_size"
-            )
-        keep = ~dropped(cond, self.name, b, face.device) & cond["face_valid"].to(face.device).bool()
-        tokens = tokens + self.position
-        return Embedding(
-            tokens=torch.where(keep[:, None, None], tokens, self.null_tokens.expand(b, -1, -1).to(tokens.dtype))
-        )
+def random_condition_dropout(cond: dict, probs: dict[str, float], generator=None) -> dict:
+    """Drop each condition independently with its probability (so CFG has an unconditional model).
+    ``generator``: a ``torch.Generator``, or any object with ``rand()`` giving one uniform draw per sample
+    (the training loop's per-sample generators), or None (the global RNG)."""
+    out = cond
+    b = next(v for v in cond.values() if torch.is_tensor(v)).shape[0]
+    device = next(v for v in cond.values() if torch.is_tensor(v)).device
+    for name, p in probs.items():
+        if p > 0:
+            u = generator.rand() if hasattr(generator, "rand") else torch.rand(b, generator=generator)
+            out = with_dropped(out, [name], (u < p).to(device))
+    return out

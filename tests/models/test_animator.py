@@ -411,7 +411,7 @@ def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
 
 
 def test_highpass_skip_is_frame_minus_its_blur_through_the_patch_autoencoder():
-    from dancelcm.models.animator import InputSkip
+    from dancelcm.models.output_stages import InputSkip
 
     ae = PatchAutoencoder(factor=4, scale=2.0)
     skip = InputSkip(48, SCHED, init="highpass", factor=4, blur_sigma=1.0)
@@ -432,7 +432,7 @@ def test_highpass_skip_is_frame_minus_its_blur_through_the_patch_autoencoder():
 
 
 def test_pixel_refiner_starts_as_identity_learns_and_round_trips(tmp_path):
-    from dancelcm.models.animator import PixelRefiner
+    from dancelcm.models.output_stages import PixelRefiner
 
     plain_net = tiny_animator().eval()
     ref_net = tiny_animator(pixel_refiner={"scheduler": SCHED, "width": 8, "layers": 1}).eval()
@@ -498,7 +498,7 @@ def test_pixel_refiner_sees_the_conditions_at_pixel_resolution_and_honours_their
 def test_aux_head_reads_the_whole_output_path_and_equals_the_main_head_at_init():
     """The auxiliary head's x0 goes through every stage after the output block (input skip, pixel refiner),
     so at initialisation it equals the main prediction. Before the fix it skipped both stages."""
-    from dancelcm.lit.distill import Student
+    from dancelcm.models.student import Student
 
     torch.manual_seed(0)
     net = tiny_animator(

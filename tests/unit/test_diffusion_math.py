@@ -138,8 +138,7 @@ def test_guidance_runs_one_batched_forward_in_float32():
 def test_guidance_drops_the_condition_in_the_unconditional_half_only():
     # The real CFG path: the conditional half has no "drop" entry, the unconditional half is with_dropped(...).
     # (A bug once kept only the first half's keys, so both halves ran conditioned and CFG did nothing.)
-    from dancelcm.lit.common import with_dropped
-    from dancelcm.models.conditioning import dropped
+    from dancelcm.models.conditioning import dropped, with_dropped
 
     def denoiser(x, t, c):
         keep = ~dropped(c, "reference", x.shape[0], x.device)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from dancelcm.evaluate import ReferenceCache, SamplerSpec, evaluate
+from dancelcm.evaluate import ReferenceCache, evaluate
+from dancelcm.sampling import Sampler
 
 
 def _loader(n_batches=2, b=3):
@@ -29,7 +30,7 @@ def _samplers(calls):
     def student(batch, noise):
         return (batch["video"] + 0.2 * noise[:, :, :, :16, :16]).clamp(-1, 1)
 
-    return [SamplerSpec("teacher", 4, teacher), SamplerSpec("student", 1, student)]
+    return [Sampler("teacher", 4, teacher), Sampler("student", 1, student)]
 
 
 def test_the_cached_reference_gives_the_same_rows_without_running_the_teacher(tmp_path):
@@ -71,7 +72,7 @@ def test_an_interrupted_evaluation_keeps_the_reference_batches_it_finished(tmp_p
             raise KeyboardInterrupt
         return batch["video"]
 
-    samplers[1] = SamplerSpec("student", 1, student_dies_on_the_second_batch)
+    samplers[1] = Sampler("student", 1, student_dies_on_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
         evaluate(samplers, loader, shape, reference="teacher", reference_cache=ReferenceCache(tmp_path / "c.pt", key))
     assert calls == [3, 3]  # the teacher ran on two batches before the student died on the second

@@ -6,15 +6,19 @@ import pytest
 import torch
 
 from dancelcm.diffusion.schedule import NoiseSchedule
-from dancelcm.evaluate import teacher_sampler
+from dancelcm.models.animator import batch_conditions
 from dancelcm.models.autoencoder import PatchAutoencoder
 from dancelcm.models.bundle import bundle_uncond
+from dancelcm.sampling import teacher_sampler
 
 
 class _SpyNet(torch.nn.Module):
     """Records, per forward, which conditions were dropped for which samples; outputs x0 = 0."""
 
     condition_names = ["reference", "pose"]
+
+    def conditions(self, batch, autoencoder):
+        return batch_conditions(batch, autoencoder, self.condition_names)
 
     def __init__(self):
         super().__init__()

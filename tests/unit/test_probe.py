@@ -23,6 +23,9 @@ class _Net(nn.Module):
 
     condition_names: list[str] = []
 
+    def conditions(self, batch, autoencoder):
+        return {"drop": {}}
+
     def __init__(self, schedule, zero=False):
         super().__init__()
         self.schedule, self.zero, self.dummy = schedule, zero, nn.Parameter(torch.zeros(1))

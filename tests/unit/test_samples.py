@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dancelcm.callbacks.samples import write_samples
 from dancelcm.data.reader import FrameSource
+from dancelcm.media import write_samples
 
 
 def _batch(b=2, f=3, h=16, w=16):

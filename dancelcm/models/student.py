@@ -1,0 +1,76 @@
+"""The student: the teacher's network (plus the paper's face path when asked) with an auxiliary head.
+
+The auxiliary head (DanceLCM's light-weight head supervised by real video latents) is a copy of the backbone's
+output block reading the student's last shared features; its output then passes through the animator's own
+output stages, so at initialisation it equals the main prediction. Used in training only: the exported student
+is the animator alone.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from dancelcm.models.animator import Animator
+
+
+class AuxHead(nn.Module):
+    """The light-weight auxiliary head: a copy of the backbone's output block (norm, activation, conv_out),
+    initialised from it, reading the student's last shared features (the input of ``conv_norm_out``). Its
+    output then passes through the animator's own output stages (:meth:`Animator.output_stages`), so at
+    initialisation it equals the main prediction; it is read like the main output (same parameterisation)
+    and supervised towards the real latents' x0. Used in training only."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.norm = copy.deepcopy(backbone.conv_norm_out)
+        self.act = copy.deepcopy(backbone.conv_act)
+        self.conv = copy.deepcopy(backbone.conv_out)
+
+    def forward(self, features: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The output block on the features, laid out like the backbone's sample: (B, C, F, h, w)."""
+        x = self.conv(self.act(self.norm(features)))  # (B*F, C, h, w)
+        return x.reshape(-1, num_frames, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+class Student(nn.Module):
+    """The student animator with an optional auxiliary head; ``forward`` returns ``(out, aux_out)`` when
+    the head exists and ``return_aux`` is set, else ``out`` (so it is a plain denoiser for samplers)."""
+
+    def __init__(self, animator: Animator, aux_head: bool):
+        super().__init__()
+        self.animator = animator
+        self.aux_head = AuxHead(animator.backbone) if aux_head else None
+        self._features: torch.Tensor | None = None
+        self.return_aux = False
+        if self.aux_head is not None:
+            animator.backbone.conv_norm_out.register_forward_pre_hook(self._grab)
+
+    def _grab(self, module, inputs):
+        self._features = inputs[0]
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict):
+        out = self.animator(x_t, t, cond)
+        if self.aux_head is None or not self.return_aux:
+            return out
+        aux = self.aux_head(self._features, x_t.shape[2])
+        self._features = None
+        return out, self.animator.output_stages(aux, x_t, t, cond)
+
+
+def student_from_teacher(teacher: Animator, face: dict | None, aux_head: bool) -> Student:
+    """A student initialised from ``teacher`` (every teacher weight copied; the face path's new weights start at
+    zero output), optionally with the face path (``face``: the face embedder's arguments) and the aux head."""
+    config = dict(teacher.config)
+    if face is not None:
+        config["face"] = face
+    animator = Animator(**config)
+    missing, unexpected = animator.load_state_dict(teacher.state_dict(), strict=False)
+    bad = [k for k in missing if "face" not in k and "_ip" not in k]
+    if bad or unexpected:
+        raise RuntimeError(
+            f"student initialisation from the teacher failed: missing {bad[:5]}, unexpected {unexpected[:5]}"
+        )
+    return Student(animator, aux_head)

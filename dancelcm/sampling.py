@@ -1,0 +1,142 @@
+"""Sampling from a bundle: the one place every command samples (validation in training, ``evaluate``,
+``animate``, ``bench``, ``probe``, the demo).
+
+A :class:`Sampler` turns a batch of the datamodule (or an ``animate`` request shaped like one) and the initial
+latent noise into a video in ``[-1, 1]``, ``(B, F, 3, H, W)``. The samplers:
+
+- :func:`teacher_sampler`: DDIM with N steps and classifier-free guidance (one batched forward per step);
+- :func:`student_sampler`: a distilled student's segment sampler (deterministic, K NFE, no CFG), and for a
+  K = 1 student the LCM multistep sampler beyond one step;
+- :func:`copy_reference`: the trivial baseline (the reference frame in every frame);
+- :func:`bundle_sampler`: the right one of the first two for a bundle (teacher or student).
+
+The noise is drawn here too, in the two ways the project uses: :func:`clip_noise` (one generator per clip,
+seeded by the clip's dataset index: every sampler of an evaluation sees the same noise for the same clip) and
+:func:`batch_noise` (one generator for a batch: the fixed-seed validation videos of training).
+
+Sampling needs nothing of the training layer: the networks, the schedule and the autoencoder come in a
+:class:`dancelcm.models.bundle.Bundle` (a training module builds one of its own networks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from dancelcm.diffusion import Segments
+from dancelcm.diffusion.samplers import ddim_sample
+from dancelcm.distill.consistency import consistency_sample, multistep_consistency_sample
+from dancelcm.models.conditioning import with_dropped
+
+
+@dataclass
+class Sampler:
+    name: str
+    nfe: int
+    fn: Callable[[dict, torch.Tensor], torch.Tensor]  # (batch, latent noise) -> video in [-1, 1]
+
+    def __call__(self, batch: dict, noise: torch.Tensor) -> torch.Tensor:
+        return self.fn(batch, noise)
+
+
+# -- noise --------------------------------------------------------------------------------------------------------
+def latent_shape(bundle, batch: dict) -> tuple[int, int, int, int]:
+    """``(C, F, h, w)`` of one clip's latent for ``batch`` (its ``video``, or its ``pose`` when it has no video)."""
+    frames = batch["video"] if "video" in batch else batch["pose"]
+    f, _, h, w = frames.shape[1:]
+    fac = bundle.autoencoder.factor
+    return (bundle.animator.latent_channels, f, h // fac, w // fac)
+
+
+def clip_noise(clip_index: torch.Tensor, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Initial noise per clip, identical for every sampler (seeded by the clip's dataset index)."""
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + int(i))) for i in clip_index]
+    )
+
+
+def batch_noise(batch_size: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The noise of a whole batch from one seed: ``(batch_size, *shape)`` (the validation videos of training)."""
+    return torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- samplers -----------------------------------------------------------------------------------------------------
+def teacher_sampler(
+    bundle, steps: int, guidance: float, uncond: list[str], show_uncond: bool = False, autocast=None
+) -> Sampler:
+    """DDIM-``steps`` with CFG ``guidance`` whose unconditional half drops ``uncond``. ``autocast``: a context
+    manager factory for the network's forward passes (the distillation runs its teacher in bf16 under a bf16
+    trainer; None keeps the caller's precision context); the decoded video is float32."""
+    net = bundle.animator.eval()
+
+    def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
+        cond = net.conditions(batch, bundle.autoencoder)
+        un = with_dropped(cond, uncond) if guidance != 1.0 else None
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            z = ddim_sample(net, noise, bundle.schedule, steps, cond, un, guidance)
+        return bundle.autoencoder.decode(z.float()).clamp(-1, 1)
+
+    name = f"teacher DDIM-{steps}" + (f" CFG {guidance:g}" if guidance != 1.0 else "")
+    if show_uncond and guidance != 1.0:  # a non-default unconditional half, named in tables
+        name += f" drop {'+'.join(uncond)}"
+    return Sampler(name, steps * (2 if guidance != 1.0 else 1), fn)
+
+
+def student_sampler(bundle, steps: int, seed: int = 0, segments: Segments | None = None, autocast=None) -> Sampler:
+    """A distilled student: segment-wise deterministic sampling when ``steps <= K``; for a K = 1 student (plain
+    LCM) the LCM multistep sampler (re-noising between steps, seeded by ``seed``) beyond that. No CFG: NFE = steps.
+
+    A K > 1 student predicts its segment's lower edge, not the clean video, except in the lowest segment, so the
+    re-noising sampler (which reads every prediction as clean) does not apply: more steps than K is refused.
+    ``segments``: the student's segments (default: its bundle's ``segments``); ``autocast`` as for the teacher."""
+    net = bundle.animator.eval()
+    segments = segments or Segments(**bundle.meta["segments"])
+    k = segments.num_segments
+    if steps < 1 or (k > 1 and steps > k):
+        raise ValueError(
+            f"steps={steps}: this student has K={k} segments and samples in 1 to {k} steps "
+            f"(its prediction is clean only in the lowest segment); choose steps <= {k}"
+            if steps >= 1
+            else f"steps={steps}: must be >= 1"
+        )
+    face_size = bundle.meta.get("data", {}).get("face_size")
+
+    def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
+        if face_size and "face" in batch and batch["face"].shape[-1] != face_size:
+            # the face crop at the size this student was trained with
+            face = torch.nn.functional.interpolate(
+                batch["face"], size=(face_size, face_size), mode="bilinear", antialias=True, align_corners=False
+            )
+            batch = {**batch, "face": face}
+        cond = net.conditions(batch, bundle.autoencoder)
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            if steps <= k:
+                z = consistency_sample(net, noise, bundle.schedule, segments, cond, steps)
+            else:
+                g = torch.Generator().manual_seed(seed)
+                z = multistep_consistency_sample(net, noise, bundle.schedule, steps, cond, g)
+        return bundle.autoencoder.decode(z.float()).clamp(-1, 1)
+
+    return Sampler(f"{steps}-step", steps, fn)
+
+
+def copy_reference() -> Sampler:
+    """The trivial baseline: the reference frame in every frame."""
+    return Sampler(
+        "copy reference frame", 0, lambda batch, noise: batch["reference"][:, None].expand_as(batch["video"])
+    )
+
+
+def bundle_sampler(bundle, steps: int, guidance: float, seed: int = 0, uncond: list[str] | None = None) -> Sampler:
+    """The bundle's sampler: DDIM + CFG for a teacher (``uncond``: the conditions its unconditional half drops;
+    None: the bundle's setting), the consistency sampler (no CFG) for a student. A ValueError names a bad choice."""
+    from dancelcm.models.bundle import bundle_uncond
+
+    if bundle.meta.get("kind") == "student":
+        if guidance != 1.0:
+            raise ValueError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
+        return student_sampler(bundle, steps, seed)
+    return teacher_sampler(bundle, steps, guidance, bundle_uncond(bundle, uncond))
