@@ -50,35 +50,24 @@ def data_geometry(data_cfg: dict) -> dict:
 
 
 def build_module(cfg: DictConfig):
+    """The LightningModule of ``cfg.method.kind``: teacher pretraining or distillation."""
     method = plain(cfg.method)
-    model = plain(cfg.model)
     data = plain(cfg.data)
-    kind = method.pop("kind")
+    kind = method.pop("kind", None)
     if kind == "teacher":
         from dancelcm.lit.teacher import TeacherModule
 
+        model = plain(cfg.model)
         return TeacherModule(
             model=animator_kwargs(model, data["resolution"]),
             autoencoder=model["autoencoder"],
             scheduler=model["scheduler"],
+            method=method,
             data=data_geometry(data),
             seed=int(cfg.seed),
-            **method,
         )
     if kind == "distill":
         from dancelcm.lit.distill import DistillModule
 
-        face = method.pop("face", None)
-        enabled = (face or {}).get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ValueError(f"method.face.enabled={enabled}: must be true or false")
-        if face is not None and enabled:
-            # in pixels: the student is built from the teacher bundle, whose autoencoder sets the latent size
-            face = {"face_size": int(data["face_size"])}
-        else:
-            face = None
-            method["condition_dropout"] = {
-                k: v for k, v in (method.get("condition_dropout") or {}).items() if k != "face"
-            }
-        return DistillModule(face=face, data=data_geometry(data), seed=int(cfg.seed), **method)
+        return DistillModule(method=method, data=data_geometry(data), seed=int(cfg.seed))
     raise ValueError(f"method.kind={kind!r}: unknown (available: teacher, distill)")

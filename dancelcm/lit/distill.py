@@ -23,10 +23,9 @@ from dancelcm.lit.common import (
     batch_random,
     lr_factor,
     parse_anneal,
-    parse_step_schedule,
     value_at,
 )
-from dancelcm.lit.options import validate_distill
+from dancelcm.lit.config import DistillConfig
 from dancelcm.models.animator import Animator, batch_conditions
 from dancelcm.models.bundle import TEACHER_COMMAND, Bundle, bundle_uncond, load_bundle
 from dancelcm.models.conditioning import random_condition_dropout, with_dropped
@@ -37,81 +36,48 @@ from dancelcm.sampling import batch_noise, latent_shape, student_sampler, teache
 
 
 class DistillModule(L.LightningModule):
-    def __init__(
-        self,
-        teacher: str,
-        segments: dict[str, int],
-        guidance: float = 2.0,
-        uncond: list[str] | None = None,
-        target: dict[str, Any] | None = None,
-        loss: dict[str, Any] | None = None,
-        aux_head: bool = True,
-        face: dict[str, Any] | None = None,
-        condition_dropout: dict[str, float] | None = None,
-        lr: float = 5e-5,
-        face_lr_scale: float = 1.0,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 100,
-        lr_anneal: dict[str, Any] | None = None,
-        teacher_dtype: str = "auto",
-        curriculum: list[list[int]] | None = None,
-        validation: dict[str, Any] | None = None,
-        data: dict[str, Any] | None = None,
-        seed: int = 0,
-        nonfinite: str = "raise",
-    ):
+    """DanceLCM's distillation. ``method``: the composed ``conf/method/distill.yaml`` node (plain; parsed and
+    checked into a :class:`DistillConfig`, ``self.cfg``); ``data``: the data geometry the student is trained at
+    (``resolution``, ``num_frames``, ``face_size``, ...); ``seed``: the training randomness (with the batch number)."""
+
+    def __init__(self, method: dict[str, Any], data: dict[str, Any] | None = None, seed: int = 0):
         super().__init__()
-        self.save_hyperparameters()
-        validate_distill(self.hparams)  # every option in its range, before the teacher is loaded
-        self.nonfinite = NonFinite(nonfinite)
-        self.lr_anneal = parse_anneal(lr_anneal, "method.lr_anneal")
+        self.save_hyperparameters()  # plain dicts and numbers: checkpoints load with weights_only=True
+        self.cfg = cfg = DistillConfig.parse(method)  # every option in its range, before the teacher is loaded
+        self.nonfinite = NonFinite(cfg.nonfinite)
+        self.lr_anneal = parse_anneal(cfg.lr_anneal, "method.lr_anneal")
         try:
-            bundle = load_bundle(teacher, make_command=TEACHER_COMMAND)
+            bundle = load_bundle(cfg.teacher, make_command=TEACHER_COMMAND)
         except FileNotFoundError as e:
             raise FileNotFoundError(
-                f"method.teacher={teacher}: {e}. Point method.teacher at a teacher bundle folder."
+                f"method.teacher={cfg.teacher}: {e}. Point method.teacher at a teacher bundle folder."
             ) from e
         self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
-        self._segments = Segments(**segments)
+        self._segments = cfg.segments.segments()
         steps = self.schedule.num_train_timesteps
         if self._segments.num_train_timesteps != steps:  # the grid would miss (or overrun) the teacher's timesteps
             raise ValueError(
                 f"method.segments.num_train_timesteps={self._segments.num_train_timesteps}: the teacher's noise "
-                f"schedule ({teacher}) has {steps} timesteps; set it to {steps}"
+                f"schedule ({cfg.teacher}) has {steps} timesteps; set it to {steps}"
             )
         teacher_net = bundle.animator.eval().requires_grad_(False)
         # Not a registered submodule: the teacher is frozen, never trained, never saved.
         self.__dict__["teacher"] = teacher_net
-        face_args = None if face is None else face_config(face, self.autoencoder.factor, teacher)
-        self.student = student_from_teacher(teacher_net, face_args, aux_head)
-        tgt = {"kind": "ema", "decay": 0.95, **(target or {})}
-        self.target = EMA(self.student, tgt["decay"]) if tgt["kind"] == "ema" else None
-        loss = {
-            "distance": "huber",
-            "huber_c": 1e-3,
-            "aux_weight": 1.0,
-            "aux_weighted": False,
-            "motion_weight": 1.0,
-            "motion_delta": 0.1,
-            **(loss or {}),
-        }
-        self.loss_cfg = loss
-        self.weights = LossWeights(
-            loss["distance"], loss["huber_c"], loss["aux_weight"] if aux_head else 0.0, loss["aux_weighted"]
-        )
+        face = None
+        if cfg.face.enabled:  # the crop in pixels -> latent tokens through the teacher bundle's autoencoder
+            face = face_config(
+                {"face_size": int((data or {}).get("face_size", 32))}, self.autoencoder.factor, cfg.teacher
+            )
+        self.student = student_from_teacher(teacher_net, face, cfg.aux_head)
+        self.target = EMA(self.student, cfg.target.decay) if cfg.target.kind == "ema" else None
+        loss = cfg.loss
+        self.weights = LossWeights(loss.distance, loss.huber_c, loss.aux_weight, loss.aux_weighted)
         try:  # the teacher bundle's setting unless method.uncond is given; names checked against its conditions
-            self.uncond = bundle_uncond(bundle, uncond or None)
+            self.uncond = bundle_uncond(bundle, cfg.uncond or None)
         except ValueError as e:
             raise ValueError(f"method.{e}") from e
-        self.condition_dropout = {k: v for k, v in (condition_dropout or {}).items() if v > 0}
-        unknown = set(self.condition_dropout) - set(self.student.animator.condition_names)
-        if unknown:
-            raise ValueError(
-                f"method.condition_dropout names {sorted(unknown)} are not student conditions "
-                f"{self.student.animator.condition_names}"
-            )
-        self.curriculum = parse_step_schedule(curriculum or [], "method.curriculum")  # checked: validate_distill
-        self.validation = {"student_steps": [1, 2, 4], "teacher_steps": 50, "num_clips": 4, **(validation or {})}
+        self.condition_dropout = {"face": cfg.face.dropout} if cfg.face.enabled and cfg.face.dropout > 0 else {}
+        self.curriculum = cfg.curriculum_schedule
         self._teacher_samples: dict | None = None
 
     # -- state ---------------------------------------------------------------------------------------
@@ -121,9 +87,7 @@ class DistillModule(L.LightningModule):
         k = int(value_at(self.curriculum, self.global_step, self._segments.num_segments))
         if k == self._segments.num_segments:
             return self._segments
-        return Segments(
-            num_segments=k, num_grid=self._segments.num_grid, num_train_timesteps=self._segments.num_train_timesteps
-        )
+        return self.cfg.segments.segments(k)
 
     @property
     def target_net(self) -> nn.Module:
@@ -143,7 +107,7 @@ class DistillModule(L.LightningModule):
     @property
     def teacher_dtype(self) -> torch.dtype:
         """``auto``: bfloat16 under a bf16 trainer precision, else float32."""
-        name = self.hparams.teacher_dtype
+        name = self.cfg.teacher_dtype
         if name == "auto":
             trainer = getattr(self, "_trainer", None)
             name = "bfloat16" if trainer is not None and str(trainer.precision).startswith("bf16") else "float32"
@@ -175,7 +139,7 @@ class DistillModule(L.LightningModule):
         s_cond = self.conditions(batch, self.student.animator.condition_names)
         if train:
             s_cond = random_condition_dropout(s_cond, self.condition_dropout, generator)
-        uncond = with_dropped(t_cond, self.uncond) if self.hparams.guidance != 1.0 else None
+        uncond = with_dropped(t_cond, self.uncond) if self.cfg.guidance != 1.0 else None
         with self._autocast():
             targets = consistency_targets(
                 self.teacher,
@@ -187,7 +151,7 @@ class DistillModule(L.LightningModule):
                 n,
                 eps,
                 uncond,
-                self.hparams.guidance,
+                self.cfg.guidance,
                 target_cond=s_cond,
             )
         return s_cond, targets
@@ -202,9 +166,9 @@ class DistillModule(L.LightningModule):
             s_cond, targets = self.make_targets(batch, x0, seg, n, eps, train=True, generator=rng)
             weight = None
             mask = None
-            if self.loss_cfg["motion_weight"] > 0:
-                mask = motion_mask_latent(batch["video"], tuple(x0.shape[-2:]), self.loss_cfg["motion_delta"])
-                weight = motion_weight(mask, self.loss_cfg["motion_weight"])
+            if self.cfg.loss.motion_weight > 0:
+                mask = motion_mask_latent(batch["video"], tuple(x0.shape[-2:]), self.cfg.loss.motion_delta)
+                weight = motion_weight(mask, self.cfg.loss.motion_weight)
         self.student.return_aux = self.weights.aux > 0
         out = distillation_loss(self.student, targets, self.schedule, x0, s_cond, self.weights, weight)
         self.student.return_aux = False
@@ -247,13 +211,13 @@ class DistillModule(L.LightningModule):
         return face_parameters(self.student)
 
     def configure_optimizers(self):
-        lr, scale = self.hparams.lr, self.hparams.face_lr_scale  # both > 0: validate_distill
+        lr, scale = self.cfg.lr, self.cfg.face_lr_scale
         face = self.face_parameters() if scale != 1 else []
         face_ids = {id(p) for p in face}
         rest = [p for p in self.student.parameters() if p.requires_grad and id(p) not in face_ids]
         groups = [{"params": rest, "lr": lr}] + ([{"params": face, "lr": lr * scale}] if face else [])
-        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.hparams.warmup_steps, self.lr_anneal))
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.cfg.warmup_steps, self.lr_anneal))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints: never the teacher ----------------------------------------------------------------
@@ -286,13 +250,13 @@ class DistillModule(L.LightningModule):
         teacher's samples are computed once (it is frozen) and reused at every validation."""
         teacher, student = self.sampling_bundles()
         noise = batch_noise(batch["video"].shape[0], latent_shape(student, batch), seed).to(self.device)
-        n, g = int(self.validation["teacher_steps"]), float(self.hparams.guidance)
+        n, g = self.cfg.validation.teacher_steps, float(self.cfg.guidance)
         if self._teacher_samples is None:
             ref = teacher_sampler(teacher, n, g, self.uncond, autocast=self._autocast)
             self._teacher_samples = {f"teacher_ddim{n}_cfg{g:g}": ref(batch, noise)}
         out = dict(self._teacher_samples)
         seg = self.segments
-        for k in self.validation["student_steps"]:
+        for k in self.cfg.validation.student_steps:
             if k <= seg.num_segments:
                 out[f"student_{k}step"] = student_sampler(student, k, segments=seg)(batch, noise)
         return out
@@ -310,6 +274,6 @@ class DistillModule(L.LightningModule):
                 "num_train_timesteps": seg.num_train_timesteps,
             },
             "sampling": {"steps": seg.num_segments, "guidance": 1.0},
-            "teacher": str(self.hparams.teacher),
+            "teacher": str(self.cfg.teacher),
             "training": {"global_step": int(self.global_step)},
         }

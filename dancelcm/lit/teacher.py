@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -15,11 +16,10 @@ from dancelcm.lit.common import (
     batch_random,
     lr_factor,
     parse_anneal,
-    parse_step_schedule,
     sample_timesteps,
     value_at,
 )
-from dancelcm.lit.options import validate_teacher
+from dancelcm.lit.config import TeacherConfig
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
 from dancelcm.models.bundle import Bundle
@@ -43,28 +43,18 @@ class TeacherModule(L.LightningModule):
         model: dict[str, Any],
         autoencoder: dict[str, Any],
         scheduler: dict[str, Any],
-        lr: float = 5e-4,
-        skip_lr_scale: float = 1.0,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 200,
-        lr_anneal: dict[str, Any] | None = None,
-        ema_decay: float = 0.999,
-        condition_dropout: dict[str, float] | None = None,
-        timestep_power: float | list = 1.0,
-        loss_weight_gamma: float | None = None,
-        sampling: dict[str, Any] | None = None,
+        method: dict[str, Any],
         data: dict[str, Any] | None = None,
-        init_from: str | None = None,
         seed: int = 0,
-        nonfinite: str = "raise",
     ):
         super().__init__()
         self.save_hyperparameters()
-        validate_teacher(self.hparams)  # every numeric and choice option in its range, before anything is built
-        self.nonfinite = NonFinite(nonfinite)
-        self.lr_anneal = parse_anneal(lr_anneal, "method.lr_anneal")
+        self.cfg = cfg = TeacherConfig.parse(method)  # every option in its range, before anything is built
+        self.nonfinite = NonFinite(cfg.nonfinite)
+        self.lr_anneal = parse_anneal(cfg.lr_anneal, "method.lr_anneal")
         self.autoencoder = build_autoencoder(**autoencoder)
         self.animator = Animator(**model)
+        init_from = cfg.init_from
         if init_from:  # continue from a bundle's weights (e.g. a shipped teacher) with a fresh optimizer
             from dancelcm.models.bundle import load_bundle
 
@@ -86,21 +76,15 @@ class TeacherModule(L.LightningModule):
                     init_from,
                     sorted({k.split(".")[0] for k in missing}),
                 )
-        self.ema = EMA(self.animator, ema_decay, warmup=True) if ema_decay > 0 else None
+        self.ema = EMA(self.animator, cfg.ema_decay, warmup=True) if cfg.ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
-        self.condition_dropout = dict(condition_dropout or {})
+        self.condition_dropout = dict(cfg.condition_dropout)
         unknown = set(self.condition_dropout) - set(self.animator.condition_names)
         if unknown:
             names = self.animator.condition_names
             raise ValueError(f"condition_dropout names {sorted(unknown)} are not conditions of the model {names}")
-        self.sampling = {"steps": 50, "guidance": 2.0, "uncond": ["reference"], **(sampling or {})}
-        # a number, or [[start_step, power], ...]: the power from each global step on (1.0 before the first)
-        if isinstance(timestep_power, int | float):
-            self.timestep_power = [(0, float(timestep_power))]
-        else:
-            self.timestep_power = parse_step_schedule(timestep_power, "method.timestep_power")
-        if any(p <= 0 for _, p in self.timestep_power):
-            raise ValueError(f"method.timestep_power={timestep_power!r}: powers must be > 0 (1 = uniform)")
+        self.sampling = dataclasses.asdict(cfg.sampling)
+        self.timestep_power = cfg.timestep_powers()  # [(start_step, power)]: the power from each global step on
 
     # -- pieces ----------------------------------------------------------------------------------------
     def conditions(self, batch: dict) -> dict:
@@ -115,7 +99,7 @@ class TeacherModule(L.LightningModule):
         weight ``min(SNR + 1, gamma)`` (the v-prediction weighting, truncated), whatever the output type."""
         x_t = self.schedule.add_noise(z0, eps, t)
         out = net(x_t, t, cond)
-        gamma = self.hparams.loss_weight_gamma
+        gamma = self.cfg.loss_weight_gamma
         if not gamma:
             return F.mse_loss(out.float(), self.schedule.target(z0, eps, t))
         x0_pred, _ = self.schedule.to_x0_eps(out, x_t, t)
@@ -180,15 +164,15 @@ class TeacherModule(L.LightningModule):
         return {f"ddim{n}_cfg{g:g}": self.sample(batch, n, g, seed), "ddim4": self.sample(batch, 4, 1.0, seed)}
 
     def configure_optimizers(self):
-        lr = self.hparams.lr
+        lr = self.cfg.lr
         proj = self.animator.input_skip.proj if self.animator.input_skip is not None else None
         fast = list(proj.parameters()) if proj is not None else []
         rest = [p for p in self.animator.parameters() if all(p is not q for q in fast)]
         groups = [{"params": rest, "lr": lr}]
         if fast:
-            groups.append({"params": fast, "lr": lr * self.hparams.skip_lr_scale})
-        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.hparams.warmup_steps, self.lr_anneal))
+            groups.append({"params": fast, "lr": lr * self.cfg.skip_lr_scale})
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.cfg.warmup_steps, self.lr_anneal))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def bundle_meta(self) -> dict:

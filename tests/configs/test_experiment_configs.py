@@ -106,7 +106,7 @@ def test_experiment_composes_and_instantiates(name, micro_bundle, tmp_path):
             assert torch.equal(v, micro_state[k]), k
     if name == "synthetic_lcm":
         assert module.segments.num_segments == 1 and module.student.aux_head is None
-        assert "face" not in module.student.animator.condition_names and module.loss_cfg["motion_weight"] == 0
+        assert "face" not in module.student.animator.condition_names and module.cfg.loss.motion_weight == 0
     if name == "synthetic_k4":
         assert module.segments.num_segments == 4 and module.student.aux_head is not None
         assert module.student.animator.condition_names[-1] == "face"
@@ -141,7 +141,7 @@ def test_every_ablation_job_instantiates(ablation, micro_bundle, tmp_path):
                 module.segments.num_segments,
                 module.student.aux_head is not None,
                 "face" in module.student.animator.condition_names,
-                module.loss_cfg["motion_weight"],
+                module.cfg.loss.motion_weight,
             )
         )
     assert len(set(built)) == len(jobs), f"jobs of {ablation} do not differ: {built}"
@@ -209,7 +209,7 @@ def test_lr_anneal_decays_the_lr_by_cosine_and_a_resumed_run_follows_a_new_one(m
         module = build_module(_compose([*overrides, "method.warmup_steps=10", anneal]))
         opt = module.configure_optimizers()
         sched = opt["lr_scheduler"]["scheduler"]
-        lr = module.hparams.lr
+        lr = module.cfg.lr
         factors = [sched.lr_lambdas[0](s) for s in (0, 9, 100, 150, 200, 5000)]
         assert factors == pytest.approx([0.1, 1.0, 1.0, 0.55, 0.1, 0.1])
         # a run resumed with the anneal set later: the scheduler state (its step) loads, the new decay applies
@@ -238,7 +238,7 @@ def test_face_lr_scale_trains_only_the_new_face_path_faster(micro_bundle, tmp_pa
     assert any("embedders.face." in n for n in names) and any("to_v_ip" in n for n in names)
     assert all("embedders.face." in n or "_ip." in n for n in names)
     groups = module.configure_optimizers()["optimizer"].param_groups
-    lr = module.hparams.lr
+    lr = module.cfg.lr
     assert [g["initial_lr"] for g in groups] == [lr, 10 * lr]
     assert len(groups[1]["params"]) == len(face)
     trainable = [p for p in module.student.parameters() if p.requires_grad]
@@ -275,10 +275,11 @@ BAD_OPTIONS = [
     ("synthetic_k4", "method.loss.motion_delta=0", "method.loss.motion_delta=0: must be in (0, 1)"),
     ("synthetic_k4", "method.loss.motion_delta=1.5", "method.loss.motion_delta=1.5: must be in (0, 1)"),
     ("synthetic_k4", "+method.loss.motion_weigth=2", "method.loss.motion_weigth=2: unknown option"),
-    ("synthetic_k4", "method.aux_head=maybe", "method.aux_head=maybe: must be true or false"),
     ("synthetic_k4", "method.face.enabled=maybe", "method.face.enabled=maybe: must be true or false"),
-    ("synthetic_k4", "method.condition_dropout.face=1.5", "method.condition_dropout.face=1.5: must be in [0, 1]"),
-    ("synthetic_k4", "method.condition_dropout.face=-0.1", "method.condition_dropout.face=-0.1: must be in [0, 1]"),
+    ("synthetic_k4", "method.face.dropout=1.5", "method.face.dropout=1.5: must be in [0, 1]"),
+    ("synthetic_k4", "method.face.dropout=-0.1", "method.face.dropout=-0.1: must be in [0, 1]"),
+    ("synthetic_k4", "+method.aux_head=true", "method.aux_head=true: unknown option"),  # one switch: loss.aux_weight
+    ("synthetic_k4", "~method.lr", "method.lr: missing"),
     ("synthetic_k4", "method.lr=0", "method.lr=0: must be > 0"),
     ("synthetic_k4", "method.lr=-1.0", "method.lr=-1.0: must be > 0"),
     ("synthetic_k4", "method.face_lr_scale=0", "method.face_lr_scale=0: must be > 0"),
@@ -325,14 +326,15 @@ def test_method_options_at_the_edges_of_their_ranges_are_accepted(micro_bundle, 
         "method.loss.aux_weight=0",
         "method.guidance=1",  # no CFG in the teacher's step
         "method.target.decay=0",
-        "method.condition_dropout.face=1",
+        "method.face.dropout=1",
         "method.warmup_steps=0",
         "method.weight_decay=0",
         "method.segments.num_segments=1",
         "method.validation.teacher_steps=1000",
     ]
     module = build_module(_compose([*_small("synthetic_k4", micro_bundle, tmp_path), *edges]))
-    assert module.loss_cfg["motion_weight"] == 0 and module.segments.num_segments == 1
+    assert module.cfg.loss.motion_weight == 0 and module.segments.num_segments == 1
+    assert module.student.aux_head is None  # loss.aux_weight=0: no auxiliary head
     teacher_overrides = [o for o in _small("synthetic_teacher", micro_bundle, tmp_path) if "method.teacher" not in o]
     teacher = build_module(_compose([*teacher_overrides, "method.ema_decay=0", "method.loss_weight_gamma=null"]))
     assert teacher.ema is None

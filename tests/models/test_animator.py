@@ -77,20 +77,6 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(v, m.backbone.state_dict()[k]), k
 
 
-def test_the_earlier_single_file_layout_still_loads(tmp_path):
-    from safetensors.torch import save_file
-
-    m = tiny_animator().eval()
-    x, t, cond = tiny_inputs()
-    m.save_pretrained(tmp_path / "anim")
-    import shutil
-
-    shutil.rmtree(tmp_path / "anim" / "unet")
-    (tmp_path / "anim" / "conditioners.safetensors").unlink()
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "anim" / "animator.safetensors"))
-    torch.testing.assert_close(Animator.from_pretrained(tmp_path / "anim").eval()(x, t, cond), m(x, t, cond))
-
-
 def test_backbone_from_a_local_diffusers_folder_keeps_its_weights(tmp_path):
     torch.manual_seed(0)
     unet = UNet3DConditionModel(in_channels=12, out_channels=12, cross_attention_dim=32, **TINY_BACKBONE)
@@ -403,7 +389,7 @@ def test_teacher_init_from_a_bundle_without_the_skip_adds_it_at_zero(tmp_path):
         assert torch.equal(new.animator.state_dict()[k], v), k
     # the skip's channel map trains with lr x method.skip_lr_scale; every other weight at method.lr
     opt = new.configure_optimizers()["optimizer"]
-    assert [g["initial_lr"] for g in opt.param_groups] == [new.hparams.lr, new.hparams.lr * new.hparams.skip_lr_scale]
+    assert [g["initial_lr"] for g in opt.param_groups] == [new.cfg.lr, new.cfg.lr * new.cfg.skip_lr_scale]
     assert opt.param_groups[1]["params"] == list(new.animator.input_skip.proj.parameters())
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(new.animator.parameters()))
     with pytest.raises(ValueError, match="method.init_from=.*does not fit"):
