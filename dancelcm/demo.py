@@ -51,8 +51,10 @@ def main() -> None:
         t_start = time.perf_counter()
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        steps = [] if cfg.distill_steps is None else [f"trainer.max_steps={cfg.distill_steps}"]
+        train_args = [*steps, *cfg.train_overrides]  # both students: the same steps and budget
         stages = [("data", f"synthetic dancers in {cfg.data.root}"), ("teacher", str(cfg.teacher))]
-        stages += [(f"distill {label}", f"{experiment}, {cfg.distill_steps} steps") for label, experiment in STUDENTS]
+        stages += [(f"distill {label}", " ".join([f"+experiment={e}", *train_args])) for label, e in STUDENTS]
         stages += [("evaluate", f"{cfg.max_clips} held-out clips")]
         starts: list[float] = []  # when each stage began; a stage's time runs to the next one's start
 
@@ -83,9 +85,8 @@ def main() -> None:
                     f"hydra.run.dir={runs[label]}",
                     "ckpt_path=auto",
                     f"method.teacher={cfg.teacher}",
-                    f"trainer.max_steps={cfg.distill_steps}",
                     *data_overrides(cfg),
-                    *cfg.train_overrides,
+                    *train_args,
                 ]
             )
         stage(2 + len(STUDENTS))

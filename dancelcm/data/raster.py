@@ -69,19 +69,6 @@ def sdf_convex_polygon(points: np.ndarray) -> SDF:
     return f
 
 
-def sdf_intersect(a: SDF, b: SDF) -> SDF:
-    return lambda xs, ys: np.maximum(a(xs, ys), b(xs, ys))
-
-
-def sdf_halfplane_below(y0: float) -> SDF:
-    """Inside where y > y0 (below the line in image coordinates)."""
-    return lambda xs, ys: y0 - ys
-
-
-def sdf_halfplane_above(y0: float) -> SDF:
-    return lambda xs, ys: ys - y0
-
-
 class Canvas:
     """An RGB float image in [0, 1] plus a figure-coverage mask, drawn into with SDF shapes."""
 

@@ -16,7 +16,7 @@ A student may return ``(output, aux_output)``; the aux output is read in the sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -103,7 +103,6 @@ class DistillOutput:
     per_sample_cd: torch.Tensor
     targets: Targets
     pred: torch.Tensor
-    logs: dict = field(default_factory=dict)
 
 
 def distillation_loss(

@@ -4,22 +4,8 @@ import pytest
 
 from tests.conftest import run_module
 
-MICRO = [
-    "model=animator_micro",
-    "data.resolution=32",
-    "data.num_frames=4",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "data.val_batch_size=2",
-    "trainer.limit_val_batches=1",
-    "trainer.val_check_interval=2",
-    "trainer.log_every_n_steps=1",
-    "callbacks.checkpoint_every_n_steps=2",
-    "callbacks.export_every_n_steps=2",
-    "callbacks.sample_videos.num_clips=2",
-    "method.sampling.steps=2",
-    "trainer.enable_progress_bar=false",
-]
+# conf/debug/micro.yaml (after +experiment=), and the teacher's validation samples at DDIM-2
+MICRO = ["+debug=micro", "method.sampling.steps=2"]
 
 # evaluate at micro size: 2 held-out clips of 4 frames at 32 px
 EVAL_MICRO = [

@@ -7,7 +7,7 @@ from torch import nn
 from dancelcm.diffusion import CLEAN, NoiseSchedule, Segments
 from dancelcm.distill.consistency import LossWeights, consistency_sample, consistency_targets, distillation_loss
 from dancelcm.distill.losses import motion_mask_latent, motion_weight, pseudo_huber
-from dancelcm.distill.toy import SCHEDULER
+from tests.unit.toy import SCHEDULER
 
 SCHED = NoiseSchedule.from_scheduler_config(dict(SCHEDULER))
 

@@ -1,4 +1,4 @@
-"""Distillation on a Gaussian mixture whose teacher is the exact denoiser (dancelcm/distill/toy.py).
+"""Distillation on a Gaussian mixture whose teacher is the exact denoiser (tests/unit/toy.py).
 
 The K-step student, from the same noise, must land on the teacher's own ODE solution (DDIM on the
 N = 40 grid it distils) to within a few percent of the data scale (modes on the unit circle), and the
@@ -9,7 +9,7 @@ error must shrink with training. Measured on this CPU: K=4 2.0%, K=2 4.5% (3000 
 import pytest
 import torch
 
-from dancelcm.distill.toy import distill_toy
+from tests.unit.toy import distill_toy
 
 
 @pytest.mark.parametrize("k,steps,limit", [(4, 2000, 0.05), (2, 3000, 0.06), (1, 6000, 0.08)])

@@ -2,7 +2,8 @@
 
 For data ``x0 ~ sum_k pi_k N(mu_k, sigma^2 I)`` the posterior mean ``E[x0 | x_t]`` is closed-form, so the
 teacher's probability-flow ODE is known exactly and a distilled student can be compared with the
-teacher's own ODE solution from the same noise. Used by the tests and by ``python -m dancelcm.distill.toy``.
+teacher's own ODE solution from the same noise (tests/unit/test_distill_toy.py; the schedule is shared by
+tests/unit/test_distill_core.py).
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ class MixtureTeacher:
 
 
 class ToyStudent(nn.Module):
-    """The teacher plus a learned, zero-initialised MLP correction (sinusoidal time embedding), with an
-    optional auxiliary head. Like the real student, it starts as an exact copy of the teacher."""
+    """The teacher plus a learned, zero-initialised MLP correction (sinusoidal time embedding). Like the real
+    student, it starts as an exact copy of the teacher."""
 
-    def __init__(self, teacher: MixtureTeacher, hidden: int = 128, aux_head: bool = False):
+    def __init__(self, teacher: MixtureTeacher, hidden: int = 128):
         super().__init__()
         self.teacher = teacher
         self.freqs = torch.exp(torch.linspace(0, math.log(100.0), 8))
@@ -72,17 +73,13 @@ class ToyStudent(nn.Module):
             nn.SiLU(),
         )
         self.out = nn.Linear(hidden, 2)
-        self.aux = nn.Linear(hidden, 2) if aux_head else None
-        for head in (self.out, self.aux):
-            if head is not None:
-                nn.init.zeros_(head.weight)
-                nn.init.zeros_(head.bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict):
         tt = (t.float()[:, None] + 1) / 1000.0 * self.freqs[None]
         h = self.body(torch.cat([x_t.float(), tt.sin(), tt.cos()], 1))
-        base = self.teacher(x_t, t, cond)
-        return (base + self.out(h), base + self.aux(h)) if self.aux is not None else base + self.out(h)
+        return self.teacher(x_t, t, cond) + self.out(h)
 
 
 def distill_toy(
@@ -91,7 +88,6 @@ def distill_toy(
     batch_size: int = 256,
     lr: float = 2e-3,
     ema_decay: float = 0.95,
-    aux_weight: float = 0.0,
     seed: int = 0,
     eval_every: int | None = None,
     num_eval: int = 512,
@@ -106,11 +102,11 @@ def distill_toy(
     schedule = NoiseSchedule.from_scheduler_config(dict(SCHEDULER))
     segments = Segments(num_segments=num_segments, num_grid=40)
     teacher = MixtureTeacher(schedule)
-    student = ToyStudent(teacher, aux_head=aux_weight > 0)
+    student = ToyStudent(teacher)
     ema = EMA(student, ema_decay)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
-    weights = LossWeights(distance="huber", huber_c=1e-3, aux=aux_weight)
+    weights = LossWeights(distance="huber", huber_c=1e-3)
     eval_noise = torch.randn(num_eval, 2, generator=torch.Generator().manual_seed(seed + 1))
     reference = ddim_sample(teacher, eval_noise, schedule, 40, cond={})
 
@@ -133,12 +129,4 @@ def distill_toy(
         ema.update(student)
         if eval_every and (step + 1) % eval_every == 0:
             curve.append((step + 1, error()))
-    return {"final_error": error(), "curve": curve, "student": student, "reference": reference, "noise": eval_noise}
-
-
-if __name__ == "__main__":
-    for k in (1, 2, 4):
-        r = distill_toy(k, eval_every=300)
-        print(
-            f"K={k}: error vs teacher ODE = {r['final_error']:.4f} (curve {[(s, round(e, 4)) for s, e in r['curve']]})"
-        )
+    return {"final_error": error(), "curve": curve}
