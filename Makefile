@@ -56,7 +56,7 @@ teacher: $(STAMP) ## the embedded-default teacher from scratch (hours on a CPU):
 	$(PY) -m dancelcm.train +experiment=synthetic_teacher_refine ckpt_path=auto $(TEACHER_ARGS)
 	test -f runs/synthetic_teacher_refine/export/bundle.json  # never replace the shipped bundle with nothing
 	# float16 copy (half the size; what ships in git), written beside the shipped bundle, then swapped in
-	$(PY) -m dancelcm.models.bundle half runs/synthetic_teacher_refine/export checkpoints/synthetic_teacher.new
+	$(PY) -m dancelcm.models.bundle src=runs/synthetic_teacher_refine/export dst=checkpoints/synthetic_teacher.new
 	rm -rf checkpoints/synthetic_teacher && mv checkpoints/synthetic_teacher.new checkpoints/synthetic_teacher
 
 bench: $(STAMP) ## speed ratios side by side: teacher vs student inference, distill vs plain step, loader vs need

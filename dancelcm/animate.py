@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dancelcm.cli import UserError, command
+
 log = logging.getLogger(__name__)
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A user input (file or option) is unusable; the message names it and the fix."""
 
 
@@ -112,9 +114,11 @@ def animate(
         else:
             face = crop_square(reference, face_box.tolist(), float(data.get("face_scale", 1.5)), size)
             extra = {"face": face[None], "face_valid": torch.tensor([True])}
+    from tqdm.auto import tqdm
+
     out = []
     g = torch.Generator().manual_seed(seed)
-    for s in range(0, len(pose), window):
+    for s in tqdm(range(0, len(pose), window), desc=f"animating ({sampler.nfe} NFE a window)", unit="window"):
         chunk = pose[s : s + window]
         batch = {"pose": chunk[None], "reference": reference[None], "video": torch.zeros_like(chunk)[None], **extra}
         noise = torch.randn(1, c, len(chunk), h // fac, w // fac, generator=g)
@@ -122,50 +126,45 @@ def animate(
     return torch.cat(out)
 
 
-def main() -> None:
-    import hydra
-    from omegaconf import DictConfig
+def run(cfg) -> None:
+    """The command's work on a composed config (``conf/animate.yaml``): callable in-process."""
+    from dancelcm.data.layout import write_video
+    from dancelcm.media import to_uint8
+    from dancelcm.models.bundle import load_bundle
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="animate")
-    def _run(cfg: DictConfig) -> None:
-        from dancelcm.data.layout import write_video
-        from dancelcm.media import to_uint8
-        from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
+    for key in ("reference", "pose"):
+        if not cfg.get(key):
+            raise InputError(f"{key}=... is required (see `python -m dancelcm.animate --help`)")
+    bundle = load_bundle(cfg.model_dir, option="model_dir")
+    data = bundle.meta.get("data", {})
+    res = data.get("resolution", 64)
+    size = (res, res) if isinstance(res, int) else tuple(res)
+    student = bundle.meta.get("kind") == "student"
+    default_steps = bundle.meta["segments"]["num_segments"] if student else 50
+    steps = int(cfg.steps or bundle.meta.get("sampling", {}).get("steps", default_steps))
+    guidance = float(cfg.guidance if cfg.guidance is not None else bundle.meta.get("sampling", {}).get("guidance", 1.0))
+    if steps < 1:
+        raise InputError(f"steps={steps}: must be >= 1")
+    window = int(cfg.window or data.get("num_frames", 8))
+    reference, face_box = load_reference(cfg.reference, size, cfg.get("face_box"))
+    pose = load_pose(cfg.pose, size, cfg.max_frames)
+    sampler = f"the student, {steps} steps, no CFG" if student else f"DDIM-{steps}, CFG {guidance:g}"
+    log.info("animating %d frames at %dx%d with %s, windows of %d", len(pose), *size, sampler, window)
+    uncond = None if cfg.get("uncond") is None else list(cfg.uncond)
+    video = animate(bundle, reference, pose, steps, guidance, window, cfg.seed, face_box, uncond)
+    frames = to_uint8(video[None])[0]
+    if cfg.layout == "side_by_side":
+        ref = to_uint8(reference[None, None].expand(1, len(pose), -1, -1, -1))[0]
+        frames = np.concatenate([ref, to_uint8(pose[None])[0], frames], axis=2)
+    elif cfg.layout != "video":
+        raise InputError(f"layout={cfg.layout!r}: choose video or side_by_side")
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, frames, fps=cfg.fps, crf=16)
+    log.info("wrote %s (%d frames)", out, len(frames))
 
-        for key in ("reference", "pose"):
-            if not cfg.get(key):
-                raise InputError(f"{key}=... is required (see `python -m dancelcm.animate --help`)")
-        bundle = load_bundle(cfg.model_dir, make_command=TEACHER_COMMAND)
-        data = bundle.meta.get("data", {})
-        res = data.get("resolution", 64)
-        size = (res, res) if isinstance(res, int) else tuple(res)
-        student = bundle.meta.get("kind") == "student"
-        default_steps = bundle.meta["segments"]["num_segments"] if student else 50
-        steps = int(cfg.steps or bundle.meta.get("sampling", {}).get("steps", default_steps))
-        guidance = float(
-            cfg.guidance if cfg.guidance is not None else bundle.meta.get("sampling", {}).get("guidance", 1.0)
-        )
-        if steps < 1:
-            raise InputError(f"steps={steps}: must be >= 1")
-        window = int(cfg.window or data.get("num_frames", 8))
-        reference, face_box = load_reference(cfg.reference, size, cfg.get("face_box"))
-        pose = load_pose(cfg.pose, size, cfg.max_frames)
-        sampler = f"the student, {steps} steps, no CFG" if student else f"DDIM-{steps}, CFG {guidance:g}"
-        log.info("animating %d frames at %dx%d with %s, windows of %d", len(pose), *size, sampler, window)
-        uncond = None if cfg.get("uncond") is None else list(cfg.uncond)
-        video = animate(bundle, reference, pose, steps, guidance, window, cfg.seed, face_box, uncond)
-        frames = to_uint8(video[None])[0]
-        if cfg.layout == "side_by_side":
-            ref = to_uint8(reference[None, None].expand(1, len(pose), -1, -1, -1))[0]
-            frames = np.concatenate([ref, to_uint8(pose[None])[0], frames], axis=2)
-        elif cfg.layout != "video":
-            raise InputError(f"layout={cfg.layout!r}: choose video or side_by_side")
-        out = Path(cfg.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_video(out, frames, fps=cfg.fps, crf=16)
-        log.info("wrote %s (%d frames)", out, len(frames))
 
-    _run()
+main = command("animate", run, __doc__, config_name="animate")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from dancelcm.cli import command
+
 log = logging.getLogger(__name__)
 
 # name: (target, direction) -- the 4-step student >= 22x the teacher end to end, a distillation step <= 1.8x a
@@ -269,7 +271,8 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(cfg) -> dict:
+def measure(cfg) -> dict:
+    """The three side-by-side measurements and their targets."""
     from hydra.utils import instantiate
 
     torch.manual_seed(0)
@@ -316,22 +319,20 @@ def run(cfg) -> dict:
     return result
 
 
-def main() -> None:
-    import hydra
-    from omegaconf import DictConfig
+def run(cfg) -> dict:
+    """Measure, print the table, write ``cfg.output`` (JSON) and its ``.md``: callable in-process."""
+    result = measure(cfg)
+    table = markdown(result)
+    print(table)
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(table + "\n")
+    log.info("wrote %s and %s", out, out.with_suffix(".md"))
+    return result
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
-    def _run(cfg: DictConfig) -> None:
-        result = run(cfg)
-        table = markdown(result)
-        print(table)
-        out = Path(cfg.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-        out.with_suffix(".md").write_text(table + "\n")
-        log.info("wrote %s and %s", out, out.with_suffix(".md"))
 
-    _run()
+main = command("bench", run, __doc__, config_name="bench")
 
 
 if __name__ == "__main__":

@@ -4,382 +4,77 @@ Every sampler starts from the same initial noise per clip (seeded by the clip in
 comparable clip by clip. Per clip: L1, PSNR, SSIM, and region PSNR / SSIM (figure, face, motion,
 turned frames: what whole-frame PSNR hides), the sharpness ratio, NFE and seconds; over all frames,
 the Frechet distance in the shipped feature network's space (``fd``). Writes ``metrics.json``,
-``table.md`` and ``per_clip.csv`` into ``out_dir``.
+``table.md``, ``per_clip.csv`` and ``quality_vs_nfe.png`` into ``out_dir`` (:mod:`dancelcm.evaluation`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
-from dancelcm.metrics.quality import clip_metrics, clip_metrics_vs, clip_regions
-from dancelcm.sampling import Sampler, clip_noise, copy_reference, latent_shape, student_sampler, teacher_sampler
+from dancelcm.cli import command
+from dancelcm.evaluation.runner import build_samplers, evaluate, reference_cache
+from dancelcm.evaluation.tables import markdown_table, write_outputs
+from dancelcm.sampling import latent_shape
 
 log = logging.getLogger(__name__)
 
 
-class ReferenceCache:
-    """The reference sampler's videos per clip index in one file (float16), valid for one ``key``: the teacher,
-    its sampler, the seed and the data the clips come from. A file made under another key is not used."""
+def _command() -> str:
+    """The command line that ran this evaluation (its overrides; none when called in-process)."""
+    from hydra.core.hydra_config import HydraConfig
 
-    def __init__(self, path: str | Path, key: dict):
-        self.path, self.key = Path(path), json.dumps(key, sort_keys=True)
-        self.videos: dict[int, torch.Tensor] = {}
-        self.seconds: dict[int, float] = {}
-        self.dirty = False
-        if self.path.exists():
-            data = torch.load(self.path, weights_only=True)
-            if data.get("key") == self.key:
-                self.videos, self.seconds = data["videos"], data["seconds"]
-                log.info("reference cache %s: %d clips", self.path, len(self.videos))
-            else:
-                log.warning("reference cache %s was made for another teacher/sampler/data; recomputing", self.path)
-
-    def get(self, clip_index: torch.Tensor) -> tuple[torch.Tensor, float] | None:
-        ids = [int(i) for i in clip_index]
-        if not all(i in self.videos for i in ids):
-            return None
-        return torch.stack([self.videos[i] for i in ids]).float(), sum(self.seconds[i] for i in ids)
-
-    def put(self, clip_index: torch.Tensor, video: torch.Tensor, seconds: float) -> None:
-        for i, v in zip(clip_index, video):
-            self.videos[int(i)] = v.detach().cpu().half()
-            self.seconds[int(i)] = seconds / len(video)
-        self.dirty = True
-
-    def save(self) -> None:
-        if self.dirty:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            torch.save({"key": self.key, "videos": self.videos, "seconds": self.seconds}, tmp)
-            tmp.replace(self.path)
-            self.dirty = False
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return "python -m dancelcm.evaluate " + " ".join(overrides)
 
 
-@torch.no_grad()
-def evaluate(
-    samplers: list[Sampler],
-    loader,
-    latent_shape: Callable[[dict], tuple[int, ...]],
-    feature_net=None,
-    seed: int = 0,
-    max_clips: int | None = None,
-    device: str = "cpu",
-    reference: str | None = None,
-    perceptual=None,
-    keep_clips: int = 0,
-    reference_cache: ReferenceCache | None = None,
-) -> dict:
-    """Run every sampler over the loader; returns ``{sampler: {metric: {mean, std, n}}, ...}`` and per-clip rows.
+def run(cfg: DictConfig) -> dict:
+    """Evaluates what ``cfg`` (conf/evaluate.yaml) asks for and writes the outputs into ``cfg.out_dir``; returns
+    :func:`dancelcm.evaluation.runner.evaluate`'s result."""
+    from hydra.utils import instantiate
 
-    ``reference`` names one of the samplers (e.g. the teacher's DDIM-50 + CFG): every sampler then also
-    gets ``psnr_vs_teacher``, its PSNR against that sampler's output from the same noise. With
-    ``reference_cache`` the reference's videos (and their measured seconds) are read from there when
-    present and added to it otherwise, so evaluating many students against one teacher runs it once.
-    """
+    from dancelcm.metrics.features import FrameEncoder
+    from dancelcm.metrics.perceptual import PerceptualMetrics
+    from dancelcm.models.bundle import load_bundle
 
-    order = sorted(samplers, key=lambda s: s.name != reference)  # the reference runs first
-    from tqdm.auto import tqdm
-
-    from dancelcm.metrics.features import frame_features, frechet_distance
-
-    results: dict[str, dict] = {
-        s.name: {"nfe": s.nfe, "seconds": 0.0, "clips": 0, "per_clip": {}, "video_ids": []} for s in samplers
-    }
-    feats: dict[str, list[torch.Tensor]] = {s.name: [] for s in samplers} | {"__real__": []}
-    # LPIPS / FID / FID-VID / FVD feature sets when their networks were given: {sampler: {metric: [tensors]}}
-    pfeats: dict[str, dict[str, list[torch.Tensor]]] = {s.name: {} for s in samplers} | {"__real__": {}}
-
-    def add_perceptual(name: str, video: torch.Tensor) -> None:
-        if perceptual:
-            for k, v in perceptual.features(video).items():
-                pfeats[name].setdefault(k, []).append(v)
-
-    kept: dict[str, torch.Tensor] = {}  # the first keep_clips clips of every sampler, for samples.{mp4,png}
-    kept_batch: dict | None = None
-    seen = 0
-    total = min(len(loader.dataset), max_clips or len(loader.dataset))
-    bar = tqdm(total=total * len(samplers), desc="evaluating", unit="clip")
-    for batch in loader:
-        if max_clips is not None and seen >= max_clips:
-            break
-        if max_clips is not None:
-            keep = max_clips - seen
-            batch = {k: v[:keep] for k, v in batch.items()}
-        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        b = batch["video"].shape[0]
-        seen += b
-        noise = clip_noise(batch["clip_index"], latent_shape(batch), seed).to(device)
-        if feature_net is not None:
-            feats["__real__"].append(frame_features(feature_net, batch["video"].cpu()))
-        add_perceptual("__real__", batch["video"])
-        ref_video = None
-        regions = clip_regions(batch)
-        if keep_clips and kept_batch is None:
-            kept_batch = {k: (v[:keep_clips].cpu() if torch.is_tensor(v) else v[:keep_clips]) for k, v in batch.items()}
-        for s in order:
-            cached = reference_cache.get(batch["clip_index"]) if (reference_cache and s.name == reference) else None
-            if cached is not None:
-                video, dt = cached[0].to(device), cached[1]
-            else:
-                t0 = time.perf_counter()
-                video = s.fn(batch, noise)
-                dt = time.perf_counter() - t0
-                if reference_cache is not None and s.name == reference:
-                    video = video.half().float()  # as stored: the run that fills the cache scores what later ones read
-                    reference_cache.put(batch["clip_index"], video, dt)
-                    reference_cache.save()  # per batch: an interrupted evaluation keeps what the teacher made
-            r = results[s.name]
-            r["seconds"] += dt
-            r["clips"] += b
-            metrics = clip_metrics(video, batch, regions)
-            lp = perceptual.lpips(video, batch["video"]) if perceptual else None
-            if lp is not None:
-                metrics["lpips"] = lp
-            if s.name == reference:
-                ref_video = video
-            elif ref_video is not None:  # the reference itself would score infinity
-                metrics |= clip_metrics_vs(video, ref_video, regions)
-            for k, v in metrics.items():
-                r["per_clip"].setdefault(k, []).extend(v.cpu().tolist())
-            if feature_net is not None:
-                feats[s.name].append(frame_features(feature_net, video.cpu()))
-            add_perceptual(s.name, video)
-            if keep_clips and s.name not in kept:
-                kept[s.name] = video[:keep_clips].cpu()
-            r["video_ids"].extend(batch["video_id"])
-            bar.update(b)
-    bar.close()
-    if reference_cache is not None:
-        reference_cache.save()
-    summary = {}
-    for s in samplers:
-        r = results[s.name]
-        entry = {"nfe": r["nfe"], "seconds_per_clip": r["seconds"] / max(r["clips"], 1), "clips": r["clips"]}
-        for k, vals in r["per_clip"].items():
-            t = torch.tensor(vals, dtype=torch.float64)
-            ok = t[~torch.isnan(t)]
-            entry[k] = {
-                "mean": ok.mean().item() if len(ok) else math.nan,
-                "std": ok.std().item() if len(ok) > 1 else math.nan,
-                "n": len(ok),
-            }
-        if feature_net is not None:
-            entry["fd"] = frechet_distance(torch.cat(feats[s.name]), torch.cat(feats["__real__"]))
-        for k, parts in pfeats[s.name].items():  # fid, fvd, fid_vid
-            entry[k] = frechet_distance(torch.cat(parts), torch.cat(pfeats["__real__"][k]))
-        summary[s.name] = entry
-    return {
-        "kept": ({"batch": kept_batch, "samples": {s.name: kept[s.name] for s in samplers}} if kept else None),
-        "samplers": summary,
-        "per_clip": {s.name: results[s.name]["per_clip"] for s in samplers},
-        "video_ids": {s.name: results[s.name]["video_ids"] for s in samplers},
-    }
+    torch.manual_seed(cfg.seed)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
+    bundle = load_bundle(cfg.teacher, option="teacher")
+    bundle.to(device)
+    dm = instantiate(cfg.data)
+    dm.setup("validate")
+    loader = dm.val_dataloader()
+    samplers, reference = build_samplers(cfg, bundle, device)
+    feature_net = FrameEncoder.load(cfg.feature_net) if cfg.feature_net else None
+    perceptual = PerceptualMetrics(cfg.get("perceptual"), device)
+    result = evaluate(
+        samplers,
+        loader,
+        lambda batch: latent_shape(bundle, batch),
+        feature_net,
+        cfg.seed,
+        cfg.max_clips,
+        device=device,
+        reference=reference,
+        perceptual=perceptual,
+        keep_clips=int(cfg.get("sample_clips") or 0),
+        reference_cache=reference_cache(cfg, reference),
+    )
+    header = (
+        f"Teacher `{cfg.teacher}` on `{cfg.data.root}` [{cfg.data.val_split}], "
+        f"{result['samplers'][samplers[0].name]['clips']} clips, seed {cfg.seed}.\n"
+        f"Command: `{_command()}`"
+    )
+    write_outputs(result, Path(cfg.out_dir), header)
+    log.info("\n%s", markdown_table(result["samplers"]))
+    log.info("wrote %s/{metrics.json,table.md,per_clip.csv,quality_vs_nfe.png,samples.png}", cfg.out_dir)
+    return result
 
 
-TABLE_COLUMNS = (
-    ("nfe", "NFE"),
-    ("psnr_vs_teacher", "PSNR vs teacher"),
-    ("psnr_vs_teacher_figure", "vs teacher fig"),
-    ("psnr_vs_teacher_face", "vs teacher face"),
-    ("psnr_vs_teacher_motion", "vs teacher motion"),
-    ("seconds_per_clip", "s/clip"),
-    ("psnr", "PSNR"),
-    ("ssim", "SSIM"),
-    ("psnr_figure", "PSNR fig"),
-    ("ssim_figure", "SSIM fig"),
-    ("psnr_turned", "PSNR turned"),
-    ("ssim_turned", "SSIM turned"),
-    ("psnr_face", "PSNR face"),
-    ("psnr_motion", "PSNR motion"),
-    ("sharpness", "sharpness"),
-    ("fd", "FD"),
-    ("lpips", "LPIPS"),
-    ("fid", "FID"),
-    ("fid_vid", "FID-VID"),
-    ("fvd", "FVD"),
-)
-
-
-def markdown_table(summary: dict, columns=TABLE_COLUMNS) -> str:
-    """One row per sampler; mean (and the std over clips for per-clip metrics)."""
-    present = [(k, h) for k, h in columns if any(k in v for v in summary.values())]
-    lines = ["| sampler | " + " | ".join(h for _, h in present) + " |", "|---" * (len(present) + 1) + "|"]
-    for name, v in summary.items():
-        cells = []
-        for k, _ in present:
-            x = v.get(k)
-            if x is None:
-                cells.append("")
-            elif isinstance(x, dict):
-                fmt = ".3f" if k.startswith(("ssim", "sharp", "lpips")) else ".2f"
-                if math.isnan(x["mean"]):
-                    cells.append("–")  # the region never occurs in these clips
-                elif math.isnan(x["std"]):
-                    cells.append(f"{x['mean']:{fmt}} (1 clip)")
-                else:
-                    cells.append(f"{x['mean']:{fmt}} ± {x['std']:{fmt}}")
-            elif isinstance(x, float):
-                cells.append(f"{x:.3f}" if k == "seconds_per_clip" else f"{x:.2f}")
-            else:
-                cells.append(str(x))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-PLOT_METRICS = (
-    ("psnr_vs_teacher", "PSNR vs teacher (dB)"),
-    ("psnr_figure", "figure PSNR (dB)"),
-    ("sharpness", "sharpness (1 = as sharp as GT)"),
-    ("fd", "Frechet distance"),
-)
-
-
-def _family(name: str) -> str:
-    """'DanceLCM 4-step' -> 'DanceLCM', 'teacher DDIM-10 CFG 2' -> 'teacher DDIM CFG 2'."""
-    return re.sub(r"\s*\d+-step|-\d+", "", name).strip()
-
-
-def plot_quality_vs_nfe(summary: dict, path: Path) -> Path | None:
-    """One panel per metric, NFE on a log axis, one line per sampler family (teacher, each student)."""
-    from dancelcm.plotting import colours, finish, panel_row
-
-    panels = [(k, t) for k, t in PLOT_METRICS if any(k in v for v in summary.values())]
-    families: dict[str, list[tuple[int, dict]]] = {}
-    for name, v in summary.items():
-        if v.get("nfe", 0) > 0:
-            families.setdefault(_family(name), []).append((v["nfe"], v))
-    if not panels or not families:
-        return None
-    fig, axes = panel_row(len(panels), 4.2, 3.4)
-    colour = colours(families)
-    for ax, (k, _) in zip(axes, panels):
-        for fam, pts in families.items():
-            pts = sorted((n, v[k]["mean"] if isinstance(v.get(k), dict) else v.get(k)) for n, v in pts if k in v)
-            if pts:
-                ax.plot([n for n, _ in pts], [y for _, y in pts], marker="o", label=fam, color=colour[fam])
-    return finish(fig, axes, path, "NFE (network evaluations per clip)", [t for _, t in panels], xlog=True)
-
-
-def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_quality_vs_nfe(result["samplers"], out_dir / "quality_vs_nfe.png")
-    (out_dir / "metrics.json").write_text(json.dumps(result["samplers"], indent=1))
-    table = markdown_table(result["samplers"])
-    if result.get("kept"):
-        from dancelcm.media import write_samples
-
-        kept = result["kept"]
-        write_samples(out_dir, "samples", kept["batch"], kept["samples"])
-        rows = " | ".join(["pose", "ground truth", *kept["samples"]])
-        table += f"\n\n`samples.png` / `samples.mp4`, per clip, the reference frame then one row each: {rows}."
-    (out_dir / "table.md").write_text((header + "\n\n" if header else "") + table + "\n")
-    with open(out_dir / "per_clip.csv", "w") as f:
-        keys = sorted({k for v in result["per_clip"].values() for k in v})
-        f.write("sampler,clip,video_id," + ",".join(keys) + "\n")
-        for name, per in result["per_clip"].items():
-            ids = result.get("video_ids", {}).get(name, [])
-            n = len(next(iter(per.values())))
-            for i in range(n):
-                vid = ids[i] if i < len(ids) else ""
-                values = ",".join(f"{per[k][i]:.5f}" if k in per else "" for k in keys)
-                f.write(f'"{name}",{i},{vid},{values}\n')
-
-
-def main() -> None:
-    import hydra
-    from omegaconf import DictConfig
-
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-    def _run(cfg: DictConfig) -> None:
-        from hydra.utils import instantiate
-
-        from dancelcm.metrics.features import FrameEncoder
-        from dancelcm.metrics.perceptual import PerceptualMetrics
-        from dancelcm.models.bundle import TEACHER_COMMAND, bundle_uncond, load_bundle
-
-        torch.manual_seed(cfg.seed)
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
-        bundle = load_bundle(cfg.teacher, make_command=TEACHER_COMMAND)
-        bundle.to(device)
-        dm = instantiate(cfg.data)
-        dm.setup("validate")
-        loader = dm.val_dataloader()
-        samplers = []
-        if cfg.reference_baseline:
-            samplers.append(copy_reference())
-        override = cfg.get("uncond")
-        try:
-            uncond = bundle_uncond(bundle, None if override is None else list(override))
-            shown = override is not None and uncond != bundle_uncond(bundle)  # named in the table when not default
-        except ValueError as e:
-            raise SystemExit(f"dancelcm.evaluate: {e}") from e
-        for steps in cfg.teacher_steps:
-            for g in cfg.guidance:
-                samplers.append(teacher_sampler(bundle, int(steps), float(g), uncond, shown))
-        reference = None
-        if cfg.vs_teacher:
-            n, g = int(cfg.vs_teacher.steps), float(cfg.vs_teacher.guidance)
-            ref = teacher_sampler(bundle, n, g, uncond, shown)
-            reference = ref.name
-            if all(sp.name != ref.name for sp in samplers):
-                samplers.append(ref)
-        for label, directory in (cfg.students or {}).items():
-            sb = load_bundle(directory).to(device)
-            for steps in cfg.student_steps:
-                try:
-                    spec = student_sampler(sb, int(steps), cfg.seed)
-                except ValueError as e:
-                    raise SystemExit(f"dancelcm.evaluate: students.{label}={directory}, student_steps: {e}") from e
-                spec.name = f"{label} {spec.name}"
-                samplers.append(spec)
-        feature_net = FrameEncoder.load(cfg.feature_net) if cfg.feature_net else None
-        perceptual = PerceptualMetrics(cfg.get("perceptual"), device)
-        cache = None
-        if reference and cfg.get("reference_cache"):
-            d = cfg.data
-            key = {
-                "teacher": str(Path(cfg.teacher).resolve()),
-                "weights_mtime": max(p.stat().st_mtime for p in Path(cfg.teacher).rglob("*") if p.is_file()),
-                "sampler": reference,
-                "seed": int(cfg.seed),
-                "data": [str(Path(d.root).resolve())]
-                + [d.get(k) for k in ("val_split", "val_clips_per_video", "num_frames", "stride", "resolution")],
-            }
-            cache = ReferenceCache(cfg.reference_cache, key)
-        result = evaluate(
-            samplers,
-            loader,
-            lambda batch: latent_shape(bundle, batch),
-            feature_net,
-            cfg.seed,
-            cfg.max_clips,
-            device=device,
-            reference=reference,
-            perceptual=perceptual,
-            keep_clips=int(cfg.get("sample_clips") or 0),
-            reference_cache=cache,
-        )
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = " ".join(HydraConfig.get().overrides.task)
-        header = (
-            f"Teacher `{cfg.teacher}` on `{cfg.data.root}` [{cfg.data.val_split}], "
-            f"{result['samplers'][samplers[0].name]['clips']} clips, seed {cfg.seed}.\n"
-            f"Command: `python -m dancelcm.evaluate {overrides}`"
-        )
-        write_outputs(result, Path(cfg.out_dir), header)
-        log.info("\n%s", markdown_table(result["samplers"]))
-        log.info("wrote %s/{metrics.json,table.md,per_clip.csv,quality_vs_nfe.png,samples.png}", cfg.out_dir)
-
-    _run()
+main = command("evaluate", run, __doc__)
 
 
 if __name__ == "__main__":

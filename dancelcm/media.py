@@ -34,6 +34,19 @@ def sample_panels(batch: dict, samples: dict[str, torch.Tensor]) -> tuple[np.nda
     return frames, np.concatenate(rows, axis=0), names
 
 
+def label_rows(strip: np.ndarray, labels: list[str], row_height: int) -> np.ndarray:
+    """The strip with a white margin on the left naming each row (the labels repeat for every clip)."""
+    from PIL import Image, ImageDraw
+
+    width = 8 + 6 * max(len(t) for t in labels)
+    canvas = Image.new("RGB", (width + strip.shape[1], strip.shape[0]), "white")
+    canvas.paste(Image.fromarray(strip), (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i in range(strip.shape[0] // row_height):
+        draw.text((4, i * row_height + row_height // 2 - 5), labels[i % len(labels)], fill="black")
+    return np.asarray(canvas)
+
+
 def write_samples(
     directory: Path, stem: str, batch: dict, samples: dict[str, torch.Tensor], fps: int = 6, mp4: bool = True
 ) -> tuple[Path | None, Path]:
@@ -41,7 +54,8 @@ def write_samples(
     from PIL import Image
 
     directory.mkdir(parents=True, exist_ok=True)
-    frames, strip, _ = sample_panels(batch, samples)
+    frames, strip, names = sample_panels(batch, samples)
+    strip = label_rows(strip, names[1:], batch["video"].shape[-2])
     h, w = frames.shape[1:3]
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
     png = directory / f"{stem}.png"

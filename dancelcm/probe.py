@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from dancelcm.cli import command
+
 log = logging.getLogger(__name__)
 
 
@@ -87,31 +89,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    import hydra
-    from omegaconf import DictConfig
+def run(cfg) -> None:
+    """The command's work on a composed config (``conf/probe.yaml``): callable in-process."""
+    from hydra.utils import instantiate
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="probe")
-    def _run(cfg: DictConfig) -> None:
-        from hydra.utils import instantiate
+    from dancelcm.models.bundle import load_bundle
 
-        from dancelcm.models.bundle import TEACHER_COMMAND, load_bundle
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
+    bundle = load_bundle(cfg.model_dir, option="model_dir")
+    bundle.to(device)
+    dm = instantiate(cfg.data)
+    dm.setup("validate")
+    rows = probe(bundle, dm.val_dataloader(), [int(t) for t in cfg.timesteps], cfg.max_clips, int(cfg.seed))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps({"model_dir": str(cfg.model_dir), "rows": rows}, indent=1))
+    md = table(rows)
+    command = f"python -m dancelcm.probe model_dir={cfg.model_dir} max_clips={cfg.max_clips} seed={cfg.seed}"
+    (out / "probe.md").write_text(f"`{command}` ({rows[0]['clips']} clips)\n\n{md}\n")
+    log.info("\n%s\nwritten: %s", md, out / "probe.md")
 
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
-        bundle = load_bundle(cfg.model_dir, make_command=TEACHER_COMMAND)
-        bundle.to(device)
-        dm = instantiate(cfg.data)
-        dm.setup("validate")
-        rows = probe(bundle, dm.val_dataloader(), [int(t) for t in cfg.timesteps], cfg.max_clips, int(cfg.seed))
-        out = Path(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "probe.json").write_text(json.dumps({"model_dir": str(cfg.model_dir), "rows": rows}, indent=1))
-        md = table(rows)
-        command = f"python -m dancelcm.probe model_dir={cfg.model_dir} max_clips={cfg.max_clips} seed={cfg.seed}"
-        (out / "probe.md").write_text(f"`{command}` ({rows[0]['clips']} clips)\n\n{md}\n")
-        log.info("\n%s\nwritten: %s", md, out / "probe.md")
 
-    _run()
+main = command("probe", run, __doc__, config_name="probe")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ import os
 import warnings
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from dancelcm.cli import MissingPathError, command, quiet_library_handlers
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
             return None
         return str(found)
     if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint")
+        raise MissingPathError(f"ckpt_path={ckpt_path}: no such checkpoint")
     return ckpt_path
 
 
@@ -172,13 +173,20 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     return callbacks
 
 
-def run(cfg: DictConfig, run_dir: Path):
+def run(cfg: DictConfig, run_dir: Path | None = None):
+    """Train what ``cfg`` describes in ``run_dir`` (default: Hydra's run folder, ``${paths.output_dir}/${name}``);
+    returns (trainer, module). A preemption ends it with ``SystemExit(128 + signal)``."""
     import lightning as L
     from hydra.utils import instantiate
 
     from dancelcm.callbacks.checkpoints import AtomicCheckpointIO
     from dancelcm.lit.builders import build_module
 
+    quiet_library_handlers()  # lightning's import gave its logger a console handler: Hydra's prints already
+    if run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     datamodule = instantiate(cfg.data)
@@ -196,12 +204,7 @@ def run(cfg: DictConfig, run_dir: Path):
     return trainer, module
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))  # a preemption ends it with SystemExit(128 + signal)
-
+main = command("train", run, __doc__, added_groups=("experiment", "ablation", "variant", "debug", "budget", "launcher"))
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from dancelcm.cli import command
+
 log = logging.getLogger(__name__)
 
 
@@ -41,51 +43,49 @@ def measure(
     return {"workers": workers, "clips": n, "seconds": dt, "clips_per_s": n / dt, "first_batch_s": t_first}
 
 
-def main() -> None:
-    import hydra
+def run(cfg) -> None:
+    """The command's work on a composed config (``conf/benchmark_data.yaml``): callable in-process."""
+    root = cfg.root
+    if root is None:
+        root = str(Path(cfg.paths.data_dir) / f"bench_{cfg.resolution}")
+        if not (Path(root) / "dataset.json").exists():
+            from dancelcm.data.synthesize import SynthesisConfig, synthesize
 
-    @hydra.main(version_base="1.3", config_path="../../conf", config_name="benchmark_data")
-    def _run(cfg) -> None:
-        root = cfg.root
-        if root is None:
-            root = str(Path(cfg.paths.data_dir) / f"bench_{cfg.resolution}")
-            if not (Path(root) / "dataset.json").exists():
-                from dancelcm.data.synthesize import SynthesisConfig, synthesize
-
-                log.info("making a %d-video benchmark dataset at %s", cfg.num_videos, root)
-                synthesize(
-                    SynthesisConfig(
-                        out_dir=root, num_videos=cfg.num_videos, num_frames=48, resolution=cfg.resolution, preview=False
-                    )
+            log.info("making a %d-video benchmark dataset at %s", cfg.num_videos, root)
+            synthesize(
+                SynthesisConfig(
+                    out_dir=root, num_videos=cfg.num_videos, num_frames=48, resolution=cfg.resolution, preview=False
                 )
-        rows = []
-        for w in cfg.workers:
-            r = measure(root, cfg.num_frames, cfg.stride, cfg.resolution, int(w), cfg.batch_size, cfg.clips)
-            rows.append(r)
-        log.info(
-            "loader throughput on %s (%d CPUs): %d frames of %dx%d, batch %d",
-            root,
-            os.cpu_count(),
-            cfg.num_frames,
-            cfg.resolution,
-            cfg.resolution,
-            cfg.batch_size,
-        )
-        log.info("| workers | clips/s | first batch (s) |")
-        log.info("|---|---|---|")
-        for r in rows:
-            log.info("| %d | %.1f | %.2f |", r["workers"], r["clips_per_s"], r["first_batch_s"])
-        if len(rows) > 1:
-            log.info(
-                "ratio %d/%d workers: %.2fx",
-                rows[-1]["workers"],
-                rows[0]["workers"],
-                rows[-1]["clips_per_s"] / rows[0]["clips_per_s"],
             )
-        if cfg.output:
-            Path(cfg.output).write_text(json.dumps(rows, indent=1))
+    rows = []
+    for w in cfg.workers:
+        r = measure(root, cfg.num_frames, cfg.stride, cfg.resolution, int(w), cfg.batch_size, cfg.clips)
+        rows.append(r)
+    log.info(
+        "loader throughput on %s (%d CPUs): %d frames of %dx%d, batch %d",
+        root,
+        os.cpu_count(),
+        cfg.num_frames,
+        cfg.resolution,
+        cfg.resolution,
+        cfg.batch_size,
+    )
+    log.info("| workers | clips/s | first batch (s) |")
+    log.info("|---|---|---|")
+    for r in rows:
+        log.info("| %d | %.1f | %.2f |", r["workers"], r["clips_per_s"], r["first_batch_s"])
+    if len(rows) > 1:
+        log.info(
+            "ratio %d/%d workers: %.2fx",
+            rows[-1]["workers"],
+            rows[0]["workers"],
+            rows[-1]["clips_per_s"] / rows[0]["clips_per_s"],
+        )
+    if cfg.output:
+        Path(cfg.output).write_text(json.dumps(rows, indent=1))
 
-    _run()
+
+main = command("data.benchmark", run, __doc__, config_name="benchmark_data")
 
 
 if __name__ == "__main__":

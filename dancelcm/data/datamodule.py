@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
+from dancelcm.cli import ConfigError, MissingPathError, PathExistsError
 from dancelcm.data.dataset import ClipSampler, ClipSpec, ScanReport, TripletDataset, scan_videos
 from dancelcm.data.reader import DataError
 
@@ -67,7 +68,7 @@ class PoseVideoDataModule(L.LightningDataModule):
         self.synthesize = dict(synthesize) if synthesize else None
         self.allow_upsample = allow_upsample
         if generate not in ("auto", True, False):
-            raise ValueError(f"data.generate={generate!r}: choose auto, true or false")
+            raise ConfigError(f"data.generate={generate!r}: choose auto, true or false")
         self.generate, self.default_root = generate, default_root
         self._resume_position: tuple[int, int] | None = None
         self.reports: dict[str, ScanReport] = {}
@@ -89,14 +90,14 @@ class PoseVideoDataModule(L.LightningDataModule):
             return
         at_default = self.default_root is not None and root.resolve() == Path(self.default_root).resolve()
         if self.generate is False or (self.generate == "auto" and not at_default):
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"data.root={root}: no dataset there (no dataset.json). Point data.root at a dataset folder, make "
                 f"one with `python -m dancelcm.data.synthesize out_dir={root}` (synthetic dancers) or "
                 "`python -m dancelcm.data.prepare` (real videos), or add data.generate=true to generate the "
                 "synthetic dancers there (an empty or new folder only)"
             )
         if root.is_dir() and any(root.iterdir()):
-            raise FileExistsError(
+            raise PathExistsError(
                 f"data.root={root}: the folder holds files but no dataset.json; the synthetic dancers are only "
                 "generated into a missing or empty folder, never over other files. Choose another data.root"
             )

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler
 
+from dancelcm.cli import MissingPathError
 from dancelcm.data import layout
 from dancelcm.data.reader import (
     DataError,
@@ -187,7 +188,7 @@ def scan_videos(
         raise ValueError(f"data.on_error={on_error!r}: choose one of {ON_ERROR}")
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"data.root={root} does not exist. Make the synthetic dataset with "
             f"`python -m dancelcm.data.synthesize out_dir={root}` or point data.root at a prepared dataset."
         )

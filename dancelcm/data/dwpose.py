@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dancelcm.cli import MissingPathError
+
 # COCO-WholeBody (after DWPose inserts the neck at 17) -> OpenPose-18 body order
 _MMPOSE_IDX = [17, 6, 8, 10, 7, 9, 12, 14, 16, 13, 15, 2, 1, 4, 3]
 _OPENPOSE_IDX = [1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]
@@ -27,7 +29,7 @@ _STD = np.array([58.395, 57.12, 57.375], np.float32)
 def _session(path: str | Path, option: str):
     p = Path(path) if path else None
     if p is None or not p.is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{option}={path}: no such ONNX file. DWPose needs its two ONNX files from the DWPose release "
             "(e.g. yolox_l.onnx for pose.dwpose_detector and dw-ll_ucoco_384.onnx for pose.dwpose_model)"
         )

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dancelcm.cli import MissingPathError
+
 FORMAT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -61,7 +63,7 @@ def read_split(root: str | Path, split: str) -> list[str]:
     path = Path(root) / "splits" / f"{split}.txt"
     if not path.is_file():
         available = sorted(p.stem for p in (Path(root) / "splits").glob("*.txt"))
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{path}: split '{split}' not found (available: {available or 'none'}). "
             f"Is {root} a DanceLCM dataset? Make one with `python -m dancelcm.data.synthesize out_dir={root}`."
         )

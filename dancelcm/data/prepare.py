@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dancelcm.cli import UserError, command
 from dancelcm.data import layout
 from dancelcm.data.pose import face_box_from_keypoints, render_pose_map
 
@@ -48,7 +49,7 @@ BACKENDS = ("openpose_json", "dwpose")
 BODY25_TO_18 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """A problem with the options or the source as a whole (per-video problems are collected instead)."""
 
 
@@ -465,41 +466,34 @@ def check_failures(summary: dict, cfg: PrepareConfig) -> None:
         )
 
 
-def main() -> None:
-    import hydra
+def run(cfg) -> None:
+    """The command's work on a composed config (``conf/prepare.yaml``): callable in-process."""
     from omegaconf import OmegaConf
 
-    @hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
-    def _run(cfg) -> None:
-        conf = PrepareConfig(**OmegaConf.to_container(cfg, resolve=True))
-        try:
-            s = prepare(conf)
-        except PrepareError as e:
-            raise SystemExit(f"prepare: {e}") from None
-        log.info(
-            "%s (%s): %d videos: %d prepared, %d done before, %d failed; splits %s; %.1f s -> %s",
-            s["source"],
-            s["format"],
-            s["videos"],
-            s["prepared"],
-            s["done_before"],
-            s["failed"],
-            s["splits"],
-            s["seconds"],
-            conf.out,
-        )
-        for f in s["failures"]:
-            log.warning("failed: %s (%s): %s", f["id"], f["source"], f["error"])
-        if s["failures"]:
-            log.warning("%d failures, listed in %s/prepare_report.json", len(s["failures"]), conf.out)
-        for w in s["warnings"]:
-            log.warning("%s", w)
-        try:
-            check_failures(s, conf)
-        except PrepareError as e:
-            raise SystemExit(f"prepare: {e}") from None
+    conf = PrepareConfig(**OmegaConf.to_container(cfg, resolve=True))
+    s = prepare(conf)  # a PrepareError is a user error: one message, exit status 2
+    log.info(
+        "%s (%s): %d videos: %d prepared, %d done before, %d failed; splits %s; %.1f s -> %s",
+        s["source"],
+        s["format"],
+        s["videos"],
+        s["prepared"],
+        s["done_before"],
+        s["failed"],
+        s["splits"],
+        s["seconds"],
+        conf.out,
+    )
+    for f in s["failures"]:
+        log.warning("failed: %s (%s): %s", f["id"], f["source"], f["error"])
+    if s["failures"]:
+        log.warning("%d failures, listed in %s/prepare_report.json", len(s["failures"]), conf.out)
+    for w in s["warnings"]:
+        log.warning("%s", w)
+    check_failures(s, conf)
 
-    _run()
+
+main = command("data.prepare", run, __doc__, config_name="prepare")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dancelcm.cli import UserError
 from dancelcm.data import layout
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 SOURCES = {"video": ("video", "frames"), "pose": ("pose", "pose")}
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A problem with one file of a dataset; the message names the file."""
 
     def __init__(self, path: str | Path, problem: str):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dancelcm.cli import PathExistsError, command
 from dancelcm.data import layout
 from dancelcm.data.dancers import DanceProgramme, Identity, compute_pose, render_background, render_dancer
 from dancelcm.data.pose import face_box_from_keypoints, render_pose_map
@@ -152,11 +153,11 @@ def synthesize(cfg: SynthesisConfig) -> dict:
     cfg.validate()
     out = Path(cfg.out_dir)
     if (out / "dataset.json").exists() and not cfg.overwrite:
-        raise FileExistsError(
+        raise PathExistsError(
             f"{out}/dataset.json exists: pass overwrite=true to regenerate, or choose another out_dir"
         )
     if not (out / "dataset.json").exists() and out.is_dir() and any(out.iterdir()):
-        raise FileExistsError(
+        raise PathExistsError(
             f"out_dir={out}: the folder holds files but no dataset.json; the dancers are only written into a new "
             "or empty folder (or over an earlier synthetic dataset with overwrite=true). Choose another out_dir"
         )
@@ -206,31 +207,30 @@ def synthesize(cfg: SynthesisConfig) -> dict:
     return summary
 
 
-def main() -> None:
-    import hydra
+def run(cfg) -> None:
+    """The command's work on a composed config (``conf/synthesize.yaml``): callable in-process."""
     from omegaconf import OmegaConf
 
-    @hydra.main(version_base="1.3", config_path="../../conf", config_name="synthesize")
-    def _run(cfg) -> None:
-        conf = SynthesisConfig(**OmegaConf.to_container(cfg, resolve=True))
-        summary = synthesize(conf)
-        log.info(
-            "wrote %d videos (%d train / %d test, %d with turns, %.1f%% turned frames) to %s in %.1f s "
-            "(%.0f frames/s, %d workers)",
-            summary["videos"],
-            summary["train_videos"],
-            summary["test_videos"],
-            summary["videos_with_turns"],
-            100 * summary["turned_frame_fraction"],
-            conf.out_dir,
-            summary["seconds"],
-            summary["frames_per_second"],
-            conf.num_workers,
-        )
-        for p in summary.get("preview", []):
-            log.info("preview: %s", p)
+    conf = SynthesisConfig(**OmegaConf.to_container(cfg, resolve=True))
+    summary = synthesize(conf)
+    log.info(
+        "wrote %d videos (%d train / %d test, %d with turns, %.1f%% turned frames) to %s in %.1f s "
+        "(%.0f frames/s, %d workers)",
+        summary["videos"],
+        summary["train_videos"],
+        summary["test_videos"],
+        summary["videos_with_turns"],
+        100 * summary["turned_frame_fraction"],
+        conf.out_dir,
+        summary["seconds"],
+        summary["frames_per_second"],
+        conf.num_workers,
+    )
+    for p in summary.get("preview", []):
+        log.info("preview: %s", p)
 
-    _run()
+
+main = command("data.synthesize", run, __doc__, config_name="synthesize")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import math
 
 import torch
 
+from dancelcm.cli import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -23,12 +25,12 @@ def parse_step_schedule(pairs, name: str) -> list[tuple[int, float]]:
     try:
         out = [(int(s), float(v)) for s, v in pairs]
     except (TypeError, ValueError) as e:
-        raise ValueError(
+        raise ConfigError(
             f"{name}={pairs!r}: expected a list of [start_step, value] pairs, e.g. [[0, 1.0], [4000, 2.0]]"
         ) from e
     starts = [s for s, _ in out]
     if any(s < 0 for s in starts) or starts != sorted(set(starts)):
-        raise ValueError(f"{name}={pairs!r}: start steps must be >= 0 and strictly increasing")
+        raise ConfigError(f"{name}={pairs!r}: start steps must be >= 0 and strictly increasing")
     return out
 
 
@@ -90,7 +92,7 @@ class NonFinite:
 
     def __init__(self, policy: str = "raise", max_consecutive: int = 10):
         if policy not in ("raise", "skip"):
-            raise ValueError(f"method.nonfinite={policy!r}: choose 'raise' or 'skip'")
+            raise ConfigError(f"method.nonfinite={policy!r}: choose 'raise' or 'skip'")
         self.policy, self.max_consecutive = policy, max_consecutive
         self.skipped = 0
         self.consecutive = 0
@@ -143,9 +145,9 @@ def parse_anneal(anneal, name: str) -> tuple[int, int, float] | None:
     try:
         start, end, floor = int(anneal["start"]), int(anneal["end"]), float(anneal.get("floor", 0.1))
     except (TypeError, KeyError, ValueError) as e:
-        raise ValueError(f"{name}={anneal!r}: expected {{start: STEP, end: STEP, floor: 0.1}} or null") from e
+        raise ConfigError(f"{name}={anneal!r}: expected {{start: STEP, end: STEP, floor: 0.1}} or null") from e
     if not 0 <= start < end or not 0 <= floor <= 1:
-        raise ValueError(f"{name}={anneal!r}: need 0 <= start < end and 0 <= floor <= 1")
+        raise ConfigError(f"{name}={anneal!r}: need 0 <= start < end and 0 <= floor <= 1")
     return start, end, floor
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dancelcm.cli import ConfigError
 from dancelcm.diffusion.segments import Segments
 from dancelcm.lit.common import parse_step_schedule
 
@@ -109,11 +110,11 @@ class MethodConfig:
     @classmethod
     def parse(cls, options: Mapping[str, Any], prefix: str = "method") -> Any:
         if not isinstance(options, Mapping):
-            raise ValueError(f"{prefix}={show(options)}: must be a mapping {{key: value, ...}}")
+            raise ConfigError(f"{prefix}={show(options)}: must be a mapping {{key: value, ...}}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - set(fields) - {"kind"})
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{prefix}.{unknown[0]}={show(options[unknown[0]])}: unknown option "
                 f"({prefix} has {', '.join(sorted(fields))})"
             )
@@ -122,19 +123,19 @@ class MethodConfig:
         for name, f in fields.items():
             key = f"{prefix}.{name}"
             if name not in options:
-                raise ValueError(f"{key}: missing (every option of conf/method/ must be set; see its YAML file)")
+                raise ConfigError(f"{key}: missing (every option of conf/method/ must be set; see its YAML file)")
             value = options[name]
             nested = _nested_class(hints[name])
             if nested is not None:
                 value = nested.parse(value, key)
             elif "each" in f.metadata:  # a mapping name -> value, each value checked and named on its own
                 if not isinstance(value, Mapping):
-                    raise ValueError(f"{key}={show(value)}: must be a mapping {{name: value, ...}}")
+                    raise ConfigError(f"{key}={show(value)}: must be a mapping {{name: value, ...}}")
                 for k, v in value.items():
                     if not f.metadata["each"](v):
-                        raise ValueError(f"{key}.{k}={show(v)}: {f.metadata['rule']}")
+                        raise ConfigError(f"{key}.{k}={show(v)}: {f.metadata['rule']}")
             elif "check" in f.metadata and not f.metadata["check"](value):
-                raise ValueError(f"{key}={show(value)}: {f.metadata['rule']}")
+                raise ConfigError(f"{key}={show(value)}: {f.metadata['rule']}")
             values[name] = value
         config = cls(**values)
         config.check(prefix)
@@ -159,7 +160,7 @@ class SegmentsConfig(MethodConfig):
         try:
             Segments(**dataclasses.asdict(self))
         except ValueError as e:
-            raise ValueError(f"{prefix}={show(dataclasses.asdict(self))}: {e}") from e
+            raise ConfigError(f"{prefix}={show(dataclasses.asdict(self))}: {e}") from e
 
     def segments(self, num_segments: int | None = None) -> Segments:
         k = self.num_segments if num_segments is None else num_segments
@@ -232,15 +233,15 @@ class DistillConfig(MethodConfig):
         schedule = parse_step_schedule(self.curriculum or [], f"{prefix}.curriculum")
         bad = [k for _, k in schedule if k != int(k) or k < 1]
         if bad:
-            raise ValueError(f"{prefix}.curriculum={show(self.curriculum)}: K must be a positive integer, got {bad}")
+            raise ConfigError(f"{prefix}.curriculum={show(self.curriculum)}: K must be a positive integer, got {bad}")
         for _, k in schedule:  # every K of the curriculum must fit the grid now, not at its step
             try:
                 self.segments.segments(int(k))
             except ValueError as e:
-                raise ValueError(f"{prefix}.curriculum={show(self.curriculum)}: K={int(k)}: {e}") from e
+                raise ConfigError(f"{prefix}.curriculum={show(self.curriculum)}: K={int(k)}: {e}") from e
         t = self.segments.num_train_timesteps
         if self.validation.teacher_steps > t:
-            raise ValueError(
+            raise ConfigError(
                 f"{prefix}.validation.teacher_steps={self.validation.teacher_steps}: must be <= the {t} timesteps "
                 f"({prefix}.segments.num_train_timesteps)"
             )
@@ -284,7 +285,7 @@ class TeacherConfig(MethodConfig):
     def check(self, prefix: str) -> None:
         powers = self.timestep_powers(prefix)
         if any(p <= 0 for _, p in powers):
-            raise ValueError(f"{prefix}.timestep_power={show(self.timestep_power)}: powers must be > 0 (1 = uniform)")
+            raise ConfigError(f"{prefix}.timestep_power={show(self.timestep_power)}: powers must be > 0 (1 = uniform)")
 
     def timestep_powers(self, prefix: str = "method") -> list[tuple[int, float]]:
         """``[(start_step, power), ...]``: the power from each global step on."""

@@ -27,7 +27,7 @@ from dancelcm.lit.common import (
 )
 from dancelcm.lit.config import DistillConfig
 from dancelcm.models.animator import Animator, batch_conditions
-from dancelcm.models.bundle import TEACHER_COMMAND, Bundle, bundle_uncond, load_bundle
+from dancelcm.models.bundle import Bundle, bundle_uncond, load_bundle
 from dancelcm.models.conditioning import random_condition_dropout, with_dropped
 from dancelcm.models.ema import EMA
 from dancelcm.models.face import face_config, face_parameters
@@ -46,12 +46,7 @@ class DistillModule(L.LightningModule):
         self.cfg = cfg = DistillConfig.parse(method)  # every option in its range, before the teacher is loaded
         self.nonfinite = NonFinite(cfg.nonfinite)
         self.lr_anneal = parse_anneal(cfg.lr_anneal, "method.lr_anneal")
-        try:
-            bundle = load_bundle(cfg.teacher, make_command=TEACHER_COMMAND)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"method.teacher={cfg.teacher}: {e}. Point method.teacher at a teacher bundle folder."
-            ) from e
+        bundle = load_bundle(cfg.teacher, option="method.teacher")
         self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
         self._segments = cfg.segments.segments()
         steps = self.schedule.num_train_timesteps

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dancelcm.cli import MissingPathError, command
+
 log = logging.getLogger(__name__)
 
 HEADS = ("identity", "front_pattern", "back_pattern", "hair_style", "turned")
@@ -107,7 +109,7 @@ class FrameEncoder(nn.Module):
 
         d = Path(directory)
         if not (d / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"{d}: no feature network here. Train it with "
                 f"`python -m dancelcm.metrics.features root=data/synthetic out={d}`"
             )
@@ -211,22 +213,14 @@ def frame_features(model: FrameEncoder, video: torch.Tensor, batch: int = 256) -
     return torch.cat([model.features(frames[i : i + batch]) for i in range(0, len(frames), batch)])
 
 
-def main() -> None:
-    import sys
+def run(cfg) -> dict:
+    """Train the feature network with ``conf/feature_net.yaml``'s options: callable in-process."""
+    result = train_feature_net(cfg.root, cfg.out, int(cfg.steps), int(cfg.batch_size), float(cfg.lr), int(cfg.seed))
+    log.info(json.dumps(result, indent=1))
+    return result
 
-    args = dict(a.split("=", 1) for a in sys.argv[1:])
-    unknown = set(args) - {"root", "out", "steps", "batch_size", "lr", "seed"}
-    if unknown:
-        raise SystemExit(
-            f"unknown options {sorted(unknown)}; usage: root=DIR out=DIR [steps=N batch_size=N lr=X seed=N]"
-        )
-    kw = {
-        k: (int(v) if k in ("steps", "batch_size", "seed") else float(v) if k == "lr" else v) for k, v in args.items()
-    }
-    kw.setdefault("root", "data/synthetic")
-    kw.setdefault("out", "checkpoints/feature_net")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log.info(json.dumps(train_feature_net(**kw), indent=1))
+
+main = command("metrics.features", run, __doc__, config_name="feature_net")
 
 
 if __name__ == "__main__":

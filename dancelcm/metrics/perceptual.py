@@ -31,13 +31,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dancelcm.cli import MissingPathError
+
 OPTIONS = ("inception", "lpips", "i3d", "fid_vid")
 
 
 def load_torchscript(path: str | Path, option: str) -> torch.jit.ScriptModule:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"perceptual.{option}={path}: no such file. Point it at a local TorchScript file "
             f"(see dancelcm/metrics/perceptual.py for which one), or set perceptual.{option}=null to skip it"
         )

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dancelcm.cli import MissingPathError
 from dancelcm.models.conditioning import PoseGuider, ReferenceEmbedder
 from dancelcm.models.face import FaceEmbedder, install_decoupled_cross_attention
 from dancelcm.models.output_stages import InputSkip, PixelRefiner
@@ -37,7 +38,6 @@ def batch_conditions(batch: dict, autoencoder, names: list[str]) -> dict:
 
 
 CONFIG_NAME = "animator_config.json"
-WEIGHTS_NAME = "animator.safetensors"  # the single-file layout of earlier versions (still loaded)
 BACKBONE_DIR = "unet"
 CONDITIONERS_NAME = "conditioners.safetensors"
 BACKBONES = ("unet3d", "unet_motion")
@@ -60,7 +60,7 @@ def _build_backbone(
     folders = (("pretrained", pretrained), ("motion_adapter", motion_adapter if pretrained else None))
     for option, folder in folders:
         if folder and not (Path(folder) / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"model.animator.backbone.{option}={folder}: no diffusers model folder here (config.json missing)"
             )
     if kind == "unet3d":
@@ -247,7 +247,6 @@ class Animator(nn.Module):
             k: v.detach().float().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone.")
         }
         save_file(rest, str(d / CONDITIONERS_NAME))
-        (d / WEIGHTS_NAME).unlink(missing_ok=True)  # the single-file layout of earlier versions
         return d
 
     def _backbone_arch(self) -> dict:
@@ -261,24 +260,21 @@ class Animator(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> Animator:
-        """Load a folder written by :meth:`save_pretrained` (or the earlier single-file layout)."""
+        """Load a folder written by :meth:`save_pretrained`."""
         from safetensors.torch import load_file
 
         d = Path(directory)
         if not (d / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{d}: no {CONFIG_NAME}; is this an animator folder written by save_pretrained?")
+            raise MissingPathError(f"{d}: no {CONFIG_NAME}; is this an animator folder written by save_pretrained?")
         cfg = json.loads((d / CONFIG_NAME).read_text())
         cfg.update(overrides)
         model = cls(**cfg)
         unet_weights = d / BACKBONE_DIR / "diffusion_pytorch_model.safetensors"
-        if unet_weights.is_file():
-            state = {f"backbone.{k}": v for k, v in load_file(str(unet_weights)).items()}
-            state.update(load_file(str(d / CONDITIONERS_NAME)))
-            source = f"{unet_weights} + {d / CONDITIONERS_NAME}"
-        elif (d / WEIGHTS_NAME).is_file():
-            state, source = load_file(str(d / WEIGHTS_NAME)), str(d / WEIGHTS_NAME)
-        else:
-            raise FileNotFoundError(f"{d}: no weights ({BACKBONE_DIR}/diffusion_pytorch_model.safetensors)")
+        if not unet_weights.is_file():
+            raise MissingPathError(f"{d}: no weights ({BACKBONE_DIR}/diffusion_pytorch_model.safetensors)")
+        state = {f"backbone.{k}": v for k, v in load_file(str(unet_weights)).items()}
+        state.update(load_file(str(d / CONDITIONERS_NAME)))
+        source = f"{unet_weights} + {d / CONDITIONERS_NAME}"
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{source}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")

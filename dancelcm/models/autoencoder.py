@@ -14,6 +14,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from dancelcm.cli import MissingPathError
+
 
 class VideoAutoencoder(nn.Module, abc.ABC):
     """Video <-> latents through a frame codec (``encode_images`` / ``decode_images`` on (N, C, H, W))."""
@@ -76,7 +78,7 @@ class DiffusersAutoencoder(VideoAutoencoder):
 
         folder = Path(pretrained) / (subfolder or "")
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"model.autoencoder.pretrained={pretrained}: no AutoencoderKL here ({folder / 'config.json'} "
                 "missing). Point it at a local diffusers VAE folder, e.g. Stable Diffusion's vae/"
             )

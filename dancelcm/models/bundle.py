@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dancelcm.cli import ConfigError, MissingPathError, command
 from dancelcm.diffusion import NoiseSchedule, Segments
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
@@ -150,11 +151,26 @@ TEACHER_COMMAND = (
 )
 
 
-def load_bundle(directory: str | Path, make_command: str | None = None) -> Bundle:
+SHIPPED_TEACHER = Path(__file__).resolve().parents[2] / "checkpoints" / "synthetic_teacher"
+
+
+def missing_bundle_hint(directory: str | Path) -> str:
+    """How to get the bundle a command looked for: the shipped teacher's recipe, or a teacher for one's own data."""
+    if Path(directory).resolve() == SHIPPED_TEACHER:
+        return f"Make it with `{TEACHER_COMMAND}`."
+    return (
+        "Point it at a bundle folder: a run's export/ (a teacher trained on your data, e.g. `python -m "
+        "dancelcm.train +experiment=tiktok_teacher data.root=DIR` writes runs/tiktok_teacher/export) or a shipped one."
+    )
+
+
+def load_bundle(directory: str | Path, option: str = "model_dir", make_command: str | None = None) -> Bundle:
+    """Load a bundle folder; ``option`` names the setting that pointed here in a missing-folder error."""
     d = Path(directory)
     if not (d / "bundle.json").is_file():
-        hint = f" Make it with `{make_command}`." if make_command else ""
-        raise FileNotFoundError(f"{d}: no model bundle here (bundle.json missing).{hint}")
+        hint = f"Make it with `{make_command}`." if make_command else missing_bundle_hint(d)
+        what = "no such folder" if not d.exists() else "no model bundle there (bundle.json missing)"
+        raise MissingPathError(f"{option}={d}: {what}. {hint}")
     meta = json.loads((d / "bundle.json").read_text())
     animator = Animator.from_pretrained(d)
     schedule = NoiseSchedule.from_scheduler_config(meta["scheduler"])
@@ -179,7 +195,7 @@ def half_copy(src: str | Path, dst: str | Path, max_rel_error: float = 1e-3) -> 
 
     src, dst = Path(src), Path(dst)
     if not (src / "bundle.json").is_file():
-        raise FileNotFoundError(f"{src}: no model bundle here (bundle.json missing)")
+        raise MissingPathError(f"{src}: no model bundle here (bundle.json missing)")
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors"))  # the weights are written below
@@ -202,18 +218,18 @@ def half_copy(src: str | Path, dst: str | Path, max_rel_error: float = 1e-3) -> 
     return kept
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m dancelcm.models.bundle half SRC DST``: a float16 copy of a bundle (see ``half_copy``)."""
-    import argparse
+def run(cfg) -> dict[str, list[str]]:
+    """``python -m dancelcm.models.bundle src=DIR dst=DIR``: a float16 copy of a bundle (see :func:`half_copy`)."""
+    for key in ("src", "dst"):
+        if not cfg.get(key):
+            raise ConfigError(f"{key}=DIR is required (python -m dancelcm.models.bundle src=DIR dst=DIR)")
+    kept = half_copy(cfg.src, cfg.dst, float(cfg.max_rel_error))
+    for name, names in kept.items():
+        print(f"{cfg.dst}/{name}: float16, {len(names)} tensors kept float32 {names[:4]}")
+    return kept
 
-    p = argparse.ArgumentParser(prog="python -m dancelcm.models.bundle", description=main.__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    h = sub.add_parser("half", help="copy a bundle with float16 weights (half the size)")
-    h.add_argument("src")
-    h.add_argument("dst")
-    args = p.parse_args(argv)
-    for name, names in half_copy(args.src, args.dst).items():
-        print(f"{args.dst}/{name}: float16, {len(names)} tensors kept float32 {names[:4]}")
+
+main = command("models.bundle", run, run.__doc__, config_name="bundle_half")
 
 
 if __name__ == "__main__":

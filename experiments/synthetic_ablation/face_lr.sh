@@ -22,10 +22,8 @@ full=$(ls -d "$SWEEP"/variant=full,seed=0__*/export 2>/dev/null | head -1)
 [[ -n "$full" ]] || { echo "no full DanceLCM seed 0 export under $SWEEP: run experiments/synthetic_ablation/run.sh first" >&2; exit 1; }
 
 echo "==> train full DanceLCM, seed 0, face path at ${SCALE} x lr -> $RUN (resumes; a finished run returns at once)"
-$PY -m dancelcm.train +experiment=synthetic_k4 +variant=full seed=0 trainer.max_steps=150 data.batch_size=4 \
-  method.warmup_steps=20 trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 \
-  callbacks.checkpoint_every_n_steps=50 "method.teacher=$TEACHER" "method.face_lr_scale=$SCALE" \
-  "hydra.run.dir=$RUN" ckpt_path=auto trainer.enable_progress_bar=false data.num_workers=0
+$PY -m dancelcm.train +experiment=synthetic_k4 +variant=full +budget=cpu150 seed=0 "method.teacher=$TEACHER" \
+  "method.face_lr_scale=$SCALE" "hydra.run.dir=$RUN" ckpt_path=auto trainer.enable_progress_bar=false
 
 echo "==> evaluate it next to $full"
 [[ -z "${FORCE:-}" && "$OUT/per_clip.csv" -nt "$RUN/export/bundle.json" ]] && echo "skip: evaluated after its export" ||
@@ -34,6 +32,7 @@ $PY -m dancelcm.evaluate "teacher=$TEACHER" "students={full:'$full',face_lr$SCAL
   "reference_cache='$SWEEP/teacher_reference.pt'" "out_dir=$OUT"
 
 echo "==> paired differences -> $OUT/paired.md"
-$PY -c 'import sys; from pathlib import Path; from dancelcm.report import paired_students, read_per_clip
+$PY -c 'import sys; from pathlib import Path; from dancelcm.evaluation.runs import read_per_clip
+from dancelcm.evaluation.tables import paired_students
 out = Path(sys.argv[1]); table = paired_students(read_per_clip(out / "per_clip.csv"), sys.argv[2], "full", label="full DanceLCM (seed 0)")
 (out / "paired.md").write_text(table + "\n"); print(table)' "$OUT" "face_lr$SCALE"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates experiments/synthetic_ablation: the paper's component ablation on the embedded benchmark.
 #
-#   bash experiments/synthetic_ablation/run.sh       # STEPS=150 SEEDS=0,1 CLIPS=32: ~4 h on a 2-core CPU (17 min a job)
+#   bash experiments/synthetic_ablation/run.sh       # SEEDS=0,1 CLIPS=32: ~4 h on a 2-core CPU (17 min a job)
 #   STAGES=train bash experiments/synthetic_ablation/run.sh          # only stage 1 (e.g. in the background)
 #   STEPS=2000 SEEDS=0,1,2 CLIPS=null TRAIN_ARGS="trainer=gpu data.num_workers=6" bash experiments/...  # a GPU
 #
-# The budget below (batch 4, warmup 20, no validation loop) is the demo's CPU budget. Job folders are named by
-# the variant and seed plus a hash of the other science overrides, so changing BATCH / WARMUP starts new jobs,
+# The budget is the demo's, conf/budget/cpu150.yaml (150 steps at batch 4, warmup 20, no validation loop), given
+# as its key=value overrides with STEPS / BATCH / WARMUP, when set, in place of its values. Job folders are named by
+# the variant and seed plus a hash of the other science overrides on the command line (which is why the budget is
+# spelled out: +budget=cpu150 would rename the jobs), so changing BATCH / WARMUP or the budget starts new jobs,
 # while a larger STEPS resumes the same jobs from their last.ckpt and trains them further.
 #
 # 1. train   one Hydra multirun: +ablation=removal (VideoLCM baseline, full DanceLCM, and full DanceLCM with
@@ -17,23 +19,39 @@
 #            (reference_cache) and every student row gets PSNR against it. A job whose eval/metrics.json is
 #            newer than its export is skipped (FORCE=1 re-evaluates).
 # 3. report  one table over jobs, one over seeds (mean ± spread between seeds) and every variant's paired
-#            difference from full DanceLCM (compare=variant=full), with plots, written into this folder.
+#            difference from full DanceLCM ("compare='variant=full'"), with plots, written into this folder.
 # 4. samples every variant of the first seed at 4 steps next to the teacher on 4 clips: samples/samples.{png,mp4}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 STAGES=${STAGES:-train evaluate keep report samples}
-STEPS=${STEPS:-150}
-BATCH=${BATCH:-4}
-WARMUP=${WARMUP:-20}
+BUDGET=conf/budget/cpu150.yaml
+STEPS=${STEPS:-}    # trainer.max_steps (empty: the budget's)
+BATCH=${BATCH:-}    # data.batch_size (empty: the budget's)
+WARMUP=${WARMUP:-}  # method.warmup_steps (empty: the budget's)
 SEEDS=${SEEDS:-0,1}
 VARIANTS=${VARIANTS:-}  # e.g. full,minus_motion: only these variants of +ablation=removal (default: all of them)
 CLIPS=${CLIPS:-32}
-TRAIN_ARGS=${TRAIN_ARGS:-data.num_workers=0}
+TRAIN_ARGS=${TRAIN_ARGS:-}
 EVAL_ARGS=${EVAL_ARGS:-}
 SWEEP=${SWEEP:-runs/synthetic_ablation}
 OUT=experiments/synthetic_ablation
 TEACHER=${TEACHER:-checkpoints/synthetic_teacher}
+
+budget=$($PY -c 'import sys; from omegaconf import OmegaConf
+def flat(node, prefix=""):
+    for key, value in node.items():
+        yield from flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}={value}"]
+print(*flat(OmegaConf.to_container(OmegaConf.load(sys.argv[1]))))' "$BUDGET")
+budget_args=()
+for kv in $budget; do  # one key=value per word
+  case ${kv%%=*} in
+    trainer.max_steps) kv=trainer.max_steps=${STEPS:=${kv#*=}} ;;
+    data.batch_size) kv=data.batch_size=${BATCH:=${kv#*=}} ;;
+    method.warmup_steps) kv=method.warmup_steps=${WARMUP:=${kv#*=}} ;;
+  esac
+  budget_args+=("$kv")
+done
 
 kept() {  # kept VARIANT SEED: the job's records are in $OUT/jobs, evaluated, at this STEPS
   local d
@@ -52,9 +70,7 @@ for seed in ${SEEDS//,/ }; do
   echo "==> [1/4] train: +ablation=removal variants {$todo} x seed $seed, $STEPS steps each at batch $BATCH -> $SWEEP"
   # shellcheck disable=SC2086  # TRAIN_ARGS is a list of overrides
   $PY -m dancelcm.train -m +experiment=synthetic_k4 +ablation=removal "+variant=$todo" "seed=$seed" \
-    "trainer.max_steps=$STEPS" "data.batch_size=$BATCH" "method.warmup_steps=$WARMUP" \
-    trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 \
-    callbacks.checkpoint_every_n_steps=50 "method.teacher=$TEACHER" "hydra.sweep.dir=$SWEEP" ckpt_path=auto \
+    "${budget_args[@]}" "method.teacher=$TEACHER" "hydra.sweep.dir=$SWEEP" ckpt_path=auto \
     trainer.enable_progress_bar=false $TRAIN_ARGS
 done
 fi
@@ -93,7 +109,7 @@ fi
 
 if [[ " $STAGES " == *" report "* ]]; then
 echo "==> [3/4] report of the kept jobs -> $OUT"
-$PY -m dancelcm.report "runs=$OUT/jobs" "out=$OUT" compare=variant=full
+$PY -m dancelcm.report "runs=$OUT/jobs" "out=$OUT" "compare='variant=full'"  # quoted: the label holds '='
 fi
 
 if [[ " $STAGES " == *" samples "* ]]; then

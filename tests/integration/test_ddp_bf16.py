@@ -88,16 +88,14 @@ def test_bf16_mixed_distillation_keeps_fp32_ema_and_checkpoints(micro_teacher, s
 def test_teacher_dtype_auto_follows_the_trainer_precision():
     from types import SimpleNamespace
 
-    from lightning.fabric.utilities.data import AttributeDict
-
     from dancelcm.lit.distill import DistillModule
 
     module = DistillModule.__new__(DistillModule)
     torch.nn.Module.__init__(module)
-    module._hparams = AttributeDict(teacher_dtype="auto")
+    module.cfg = SimpleNamespace(teacher_dtype="auto")
     for precision, expected in (("bf16-mixed", torch.bfloat16), ("32-true", torch.float32)):
         module._trainer = SimpleNamespace(precision=precision)
         assert module.teacher_dtype == expected
-    module._hparams = AttributeDict(teacher_dtype="float32")
+    module.cfg = SimpleNamespace(teacher_dtype="float32")
     module._trainer = SimpleNamespace(precision="bf16-mixed")
     assert module.teacher_dtype == torch.float32  # explicit wins

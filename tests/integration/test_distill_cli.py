@@ -7,12 +7,10 @@ import pytest
 import torch
 
 from tests.conftest import run_module
-from tests.integration.conftest import EVAL_MICRO, MICRO
+from tests.integration.conftest import EVAL_MICRO
 
-DISTILL_MICRO = [m for m in MICRO if not m.startswith("method.sampling")] + [
-    "method.validation.teacher_steps=2",
-    "method.segments.num_grid=8",
-]
+# conf/debug/micro.yaml (after +experiment=), a DDIM-2 teacher reference in validation and an 8-step solver grid
+DISTILL_MICRO = ["+debug=micro", "method.validation.teacher_steps=2", "method.segments.num_grid=8"]
 
 
 _run = run_module
@@ -69,8 +67,8 @@ def test_missing_teacher_names_the_option_and_the_command(synthetic_root, tmp_pa
         tmp_path,
         ok=False,
     )
-    assert proc.returncode != 0
-    assert "method.teacher=" in proc.stderr and "+experiment=synthetic_teacher" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # a user's mistake: one message
+    assert f"method.teacher={tmp_path}/none: no such folder" in proc.stderr and "+experiment=" in proc.stderr
 
 
 def test_ablation_sweep_runs_each_job_in_its_own_folder(micro_teacher, synthetic_root, tmp_path):

@@ -30,7 +30,9 @@ def test_training_writes_checkpoints_metrics_samples_and_export(trained):
     assert sharp and all(s > 0 for s in sharp)  # Laplacian energy ratio of the validation samples
     assert sorted(p.name for p in (run_dir / "samples").iterdir())[-2:] == ["step_0000004.mp4", "step_0000004.png"]
     strip = Image.open(run_dir / "samples" / "step_0000004.png")
-    assert strip.width == 32 * 5  # reference + 4 frames; rows: pose, ground truth, two samplers per clip
+    # a margin naming each row (its longest label: "ground truth"), then reference + 4 frames; rows: pose, ground
+    # truth, two samplers per clip
+    assert strip.width == 8 + 6 * len("ground truth") + 32 * 5
     assert strip.height == 32 * 4 * 2
     bundle = json.loads((run_dir / "export" / "bundle.json").read_text())
     assert bundle["kind"] == "teacher" and bundle["training"]["global_step"] == 4
@@ -99,7 +101,9 @@ def test_animate_writes_a_video_and_names_bad_inputs(trained, synthetic_root, tm
         tmp_path,
         ok=False,
     )
-    assert "bundle.json missing" in missing.stderr and "+experiment=synthetic_teacher" in missing.stderr
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"model_dir={tmp_path}: no model bundle there (bundle.json missing)" in missing.stderr
+    assert "+experiment=" in missing.stderr  # how to make a teacher
 
 
 def test_evaluate_writes_the_table(trained, synthetic_root, tmp_path):
@@ -141,10 +145,10 @@ def test_evaluate_writes_the_table(trained, synthetic_root, tmp_path):
 
 
 def test_sampler_families_for_the_plot():
-    from dancelcm.evaluate import _family
+    from dancelcm.evaluation.plots import family
 
-    assert _family("DanceLCM 4-step") == _family("DanceLCM 1-step") == "DanceLCM"
-    assert _family("teacher DDIM-50 CFG 2") == _family("teacher DDIM-4 CFG 2") != _family("teacher DDIM-4")
+    assert family("DanceLCM 4-step") == family("DanceLCM 1-step") == "DanceLCM"
+    assert family("teacher DDIM-50 CFG 2") == family("teacher DDIM-4 CFG 2") != family("teacher DDIM-4")
 
 
 def test_probe_writes_the_denoising_table(trained, synthetic_root, tmp_path):

@@ -179,7 +179,7 @@ def test_a_bundle_with_a_learned_vae_carries_a_copy_and_loads_from_anywhere(tmp_
 
 
 def test_half_copy_of_a_bundle_loads_in_fp32_and_keeps_tiny_layers_exact(tmp_path):
-    from dancelcm.models.bundle import half_copy, load_bundle, main, save_bundle
+    from dancelcm.models.bundle import half_copy, load_bundle, run, save_bundle
 
     model = tiny_animator()
     with torch.no_grad():  # a near-zero layer (as a zero-initialised output conv after a few steps)
@@ -202,7 +202,9 @@ def test_half_copy_of_a_bundle_loads_in_fp32_and_keeps_tiny_layers_exact(tmp_pat
     with torch.no_grad():
         ya, yb = a(x, t, cond), b(x, t, cond)
     assert (ya - yb).abs().max() < 1e-2 * ya.abs().max()
-    main(["half", str(src), str(tmp_path / "cli")])  # the command line does the same
+    from omegaconf import OmegaConf
+
+    run(OmegaConf.create({"src": str(src), "dst": str(tmp_path / "cli"), "max_rel_error": 1e-3}))  # the command
     assert (tmp_path / "cli" / "bundle.json").is_file()
     with pytest.raises(FileNotFoundError, match="bundle.json missing"):
         half_copy(tmp_path / "nowhere", tmp_path / "x")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dancelcm.evaluate import ReferenceCache, evaluate
+from dancelcm.evaluation.runner import ReferenceCache, evaluate
 from dancelcm.sampling import Sampler
 
 

@@ -18,7 +18,7 @@ def test_log_axis_ticks_are_the_plotted_values(tmp_path):
 
 
 def test_a_line_missing_from_the_first_panel_keeps_its_colour_and_legend(tmp_path, monkeypatch):
-    from dancelcm.evaluate import plot_quality_vs_nfe
+    from dancelcm.evaluation.plots import plot_quality_vs_nfe
 
     def row(nfe, **m):
         return {"nfe": nfe, **{k: {"mean": v, "std": 0.0} for k, v in m.items()}}

@@ -8,7 +8,7 @@ import statistics
 import pytest
 import yaml
 
-from dancelcm.report import report
+from dancelcm.evaluation.study import report
 
 
 def _run(root, name, overrides, seed, psnr4):
@@ -117,22 +117,22 @@ def test_compare_pairs_runs_by_seed_and_clip_and_says_what_is_above_noise(tmp_pa
     _paired_run(tmp_path, "plus_x", 0, full[0], fd=80.0, teacher_figure=21.0)
     md = report(tmp_path)["table"].split("Evaluation over seeds")[1]
     assert "all runs" not in md and md.count("teacher DDIM-50 CFG 2") == 6
-    with pytest.raises(SystemExit, match="compare=variant=nope: no such run group.*variant=full"):
+    with pytest.raises(ValueError, match="compare=variant=nope: no such run group.*variant=full"):
         report(tmp_path, compare="variant=nope")
 
 
 def test_a_tiny_but_consistent_difference_is_printed_with_the_digits_its_noise_needs():
-    from dancelcm.report import _fmt_delta
+    from dancelcm.evaluation.metrics import format_delta
 
     # e.g. a removed component whose weights barely trained: 0.002 dB, consistent over clips and seeds
-    assert _fmt_delta({"mean": -0.0021, "noise": 0.0004, "above_noise": True}, 2) == "-0.00210 ± 0.00040 *"
-    assert _fmt_delta({"mean": -2.38, "noise": 0.11, "above_noise": True}, 2) == "-2.38 ± 0.11 *"
-    assert _fmt_delta({"mean": 41.0, "noise": math.nan, "above_noise": False}, 2) == "+41.00"
-    assert _fmt_delta({"mean": 0.0, "noise": 0.0, "above_noise": False}, 2) == "+0.00 ± 0.00"
+    assert format_delta({"mean": -0.0021, "noise": 0.0004, "above_noise": True}, 2) == "-0.00210 ± 0.00040 *"
+    assert format_delta({"mean": -2.38, "noise": 0.11, "above_noise": True}, 2) == "-2.38 ± 0.11 *"
+    assert format_delta({"mean": 41.0, "noise": math.nan, "above_noise": False}, 2) == "+41.00"
+    assert format_delta({"mean": 0.0, "noise": 0.0, "above_noise": False}, 2) == "+0.00 ± 0.00"
 
 
 def test_two_students_of_one_evaluation_are_paired_by_clip():
-    from dancelcm.report import paired_students
+    from dancelcm.evaluation.tables import paired_students
 
     # "b" is 0.01 dB above "a" on every clip of its 4-step sampler, far below the clip-to-clip spread
     a = {c: 20.0 + 3 * math.sin(c) for c in range(16)}

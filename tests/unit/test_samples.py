@@ -19,8 +19,15 @@ def test_strip_layout_and_mp4_switch(tmp_path):
     mp4, png = write_samples(tmp_path, "a", batch, samples, mp4=False)
     assert mp4 is None and not (tmp_path / "a.mp4").exists()
     strip = np.asarray(Image.open(png))
-    # per clip one row per panel after the reference (pose, ground truth, sample); reference + frames across
-    assert strip.shape == (2 * 3 * 16, (1 + 3) * 16, 3)
+    # per clip one row per panel after the reference (pose, ground truth, sample); reference + frames across,
+    # after a margin that names each row
+    margin = 8 + 6 * len("ground truth")
+    assert strip.shape == (2 * 3 * 16, margin + (1 + 3) * 16, 3)
+    assert (strip[:, :margin] < 128).any() and (strip[:, :margin] == 255).mean() > 0.8  # dark text on white
+    np.testing.assert_array_equal(
+        strip[:16, margin + 16 : margin + 32],
+        ((-batch["video"][0, 0] + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy(),
+    )  # row 1: the pose
 
     mp4, png2 = write_samples(tmp_path, "b", batch, samples, mp4=True)
     assert mp4 == tmp_path / "b.mp4"
