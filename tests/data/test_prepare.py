@@ -120,6 +120,7 @@ def test_bad_videos_are_reported_with_reasons_and_the_rest_prepared(raw_sources,
     assert report["failed"] == 2
 
 
+@pytest.mark.slow  # the prepare CLI in a subprocess
 def test_options_are_checked_with_the_fix_named(raw_sources, tmp_path):
     with pytest.raises(PrepareError, match="pose.keypoints_dir"):
         prepare(PrepareConfig(source=str(raw_sources["ubc"]), out=str(tmp_path / "o")))
@@ -134,6 +135,7 @@ def test_options_are_checked_with_the_fix_named(raw_sources, tmp_path):
     assert proc.returncode != 0 and "pose.keypoints_dir" in proc.stderr
 
 
+@pytest.mark.slow  # the prepare CLI in a subprocess
 def test_cli_prepares_a_folder_of_videos(raw_sources, tmp_path):
     proc = run_module(
         [
@@ -176,6 +178,7 @@ def test_an_odd_resolution_stops_before_any_video_is_read(raw_sources, tmp_path)
         assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # the prepare CLI in a subprocess
 def test_cli_fails_when_videos_fail_and_prints_what_the_counts_hide(raw_sources, tmp_path):
     """Two source videos: one truncated (fails), one whose keypoints show nobody, both smaller than the output.
     The command exits non-zero naming max_failed_fraction, and the summary says that the test split is empty,

@@ -87,6 +87,7 @@ def test_invalid_options_are_named(bad, tmp_path):
         make_dataset(tmp_path / "x", **bad)
 
 
+@pytest.mark.slow  # the synthesize CLI in a subprocess
 def test_cli_writes_dataset_and_preview(tmp_path):
     out = tmp_path / "cli"
     cmd = [
@@ -107,6 +108,7 @@ def test_cli_writes_dataset_and_preview(tmp_path):
     assert not (tmp_path / "outputs").exists()  # a utility writes nothing but its output
 
 
+@pytest.mark.slow  # the synthesize CLI in a subprocess
 def test_cli_reports_bad_option(tmp_path):
     cmd = [sys.executable, "-m", "dancelcm.data.synthesize", f"out_dir={tmp_path / 'x'}", "resolution=33"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)

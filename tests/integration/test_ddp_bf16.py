@@ -28,6 +28,7 @@ def _checksum(path) -> str:
     return f"+callbacks.extra=[{{_target_:dancelcm.callbacks.diagnostics.RankChecksum,dir:{path}}}]"
 
 
+@pytest.mark.slow  # the real CLI (2 DDP ranks / bf16) in subprocesses
 def test_two_ranks_train_like_one_process_with_the_global_batch(micro_teacher, synthetic_root, tmp_path):
     common = [f"trainer.max_steps={STEPS}", "trainer.val_check_interval=2"]
     single = tmp_path / "single" / "run"
@@ -72,6 +73,7 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(micro_teacher, s
     assert sorted(p.name for p in (ddp / "samples").glob("*.png")) == ["step_0000002.png"]
 
 
+@pytest.mark.slow  # the real CLI (2 DDP ranks / bf16) in subprocesses
 def test_bf16_mixed_distillation_keeps_fp32_ema_and_checkpoints(micro_teacher, synthetic_root, tmp_path):
     run = tmp_path / "run"
     run_module(

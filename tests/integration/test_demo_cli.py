@@ -2,8 +2,12 @@
 
 import json
 
+import pytest
+
 from tests.conftest import run_module
 from tests.integration.test_distill_cli import DISTILL_MICRO
+
+pytestmark = pytest.mark.slow  # the real CLI in subprocesses (make test-slow)
 
 
 def test_demo_distils_both_students_and_writes_the_table(micro_teacher, synthetic_root, tmp_path):

@@ -9,6 +9,8 @@ import torch
 from tests.conftest import run_module
 from tests.integration.conftest import EVAL_MICRO
 
+pytestmark = pytest.mark.slow  # the real CLI in subprocesses (make test-slow)
+
 # conf/debug/micro.yaml (after +experiment=), a DDIM-2 teacher reference in validation and an 8-step solver grid
 DISTILL_MICRO = ["+debug=micro", "method.validation.teacher_steps=2", "method.segments.num_grid=8"]
 

@@ -84,6 +84,7 @@ def test_missing_or_unknown_networks_name_the_option(nets, tmp_path):
     assert not PerceptualMetrics({"inception": None})
 
 
+@pytest.mark.slow  # the evaluate CLI in a subprocess
 def test_evaluate_reports_them(nets, micro_teacher, synthetic_root, tmp_path):
     import json
 

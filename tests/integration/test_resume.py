@@ -15,6 +15,8 @@ import torch
 from tests.conftest import run_module
 from tests.integration.test_distill_cli import DISTILL_MICRO
 
+pytestmark = pytest.mark.slow  # the real CLI killed and resumed in subprocesses (make test-slow)
+
 STEPS = 7  # 8 train videos x 1 clip / batch 2 = 4 batches per epoch: the runs cross an epoch boundary
 
 

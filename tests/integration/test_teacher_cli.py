@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -10,6 +11,8 @@ from dancelcm.data import layout
 from dancelcm.data.reader import read_frames
 from tests.conftest import run_module
 from tests.integration.conftest import EVAL_MICRO, MICRO
+
+pytestmark = pytest.mark.slow  # the real CLI in subprocesses (make test-slow)
 
 _run = run_module
 

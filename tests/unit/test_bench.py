@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from tests.conftest import run_module
+
+pytestmark = pytest.mark.slow  # the real CLI in a subprocess; tests/unit/test_commands.py runs it in-process
 
 
 def test_bench_writes_consistent_ratios(synthetic_root, tmp_path):

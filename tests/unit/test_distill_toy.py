@@ -12,7 +12,14 @@ import torch
 from tests.unit.toy import distill_toy
 
 
-@pytest.mark.parametrize("k,steps,limit", [(4, 2000, 0.05), (2, 3000, 0.06), (1, 6000, 0.08)])
+@pytest.mark.parametrize(
+    "k,steps,limit",
+    [
+        (4, 2000, 0.05),
+        pytest.param(2, 3000, 0.06, marks=pytest.mark.slow),  # 3000 and 6000 toy steps: make test-slow
+        pytest.param(1, 6000, 0.08, marks=pytest.mark.slow),
+    ],
+)
 def test_k_step_student_matches_the_teacher_ode(k, steps, limit):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 2-D MLP: threads only add overhead

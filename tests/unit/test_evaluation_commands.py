@@ -5,6 +5,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
@@ -98,6 +99,7 @@ def test_report_run_with_a_quoted_group(tmp_path):
     assert "| runs - variant=full | sampler | seeds | psnr_vs_teacher | fd |" in md
 
 
+@pytest.mark.slow  # the report CLI in a subprocess
 def test_the_report_command_writes_only_the_report(tmp_path):
     runs = _runs(tmp_path / "runs")
     run_module(["dancelcm.report", f"runs={runs}", "compare='variant=full'"], cwd=tmp_path)
