@@ -69,17 +69,9 @@ def test_decoupled_cross_attention_starts_at_zero_reads_only_the_last_tokens_and
     from dancelcm.models.face import install_decoupled_cross_attention
 
     torch.manual_seed(0)
-    kw = dict(
-        block_out_channels=[32, 64],
-        down_block_types=["CrossAttnDownBlock3D", "DownBlock3D"],
-        up_block_types=["UpBlock3D", "CrossAttnUpBlock3D"],
-        layers_per_block=1,
-        attention_head_dim=4,
-        norm_num_groups=16,
-        in_channels=4,
-        out_channels=4,
-        cross_attention_dim=16,
-    )
+    from tests.models.test_animator import TINY_BACKBONE
+
+    kw = dict(**TINY_BACKBONE, in_channels=4, out_channels=4, cross_attention_dim=16)
     plain = UNet3DConditionModel(**kw).eval()
     face = UNet3DConditionModel(**kw).eval()
     face.load_state_dict(plain.state_dict())
