@@ -56,11 +56,11 @@ teacher: $(STAMP) ## the embedded-default teacher from scratch (hours on a CPU):
 	$(PY) -m dancelcm.train +experiment=synthetic_teacher_refine ckpt_path=auto $(TEACHER_ARGS)
 	test -f runs/synthetic_teacher_refine/export/bundle.json  # never replace the shipped bundle with nothing
 	# float16 copy (half the size; what ships in git), written beside the shipped bundle, then swapped in
-	$(PY) -m dancelcm.models.bundle src=runs/synthetic_teacher_refine/export dst=checkpoints/synthetic_teacher.new
+	$(PY) -m dancelcm.tools.half src=runs/synthetic_teacher_refine/export dst=checkpoints/synthetic_teacher.new
 	rm -rf checkpoints/synthetic_teacher && mv checkpoints/synthetic_teacher.new checkpoints/synthetic_teacher
 
 bench: $(STAMP) ## speed ratios side by side: teacher vs student inference, distill vs plain step, loader vs need
-	$(PY) -m dancelcm.bench $(BENCH_ARGS)
+	$(PY) -m dancelcm.tools.bench $(BENCH_ARGS)
 
 bench-data: $(STAMP) ## loader throughput: clips/s at 16 x 256 x 256 with 0 and 2 workers
 	$(PY) -m dancelcm.data.benchmark

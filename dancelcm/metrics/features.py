@@ -10,7 +10,7 @@ classifier alone learns to ignore noise (measured: noise of std 0.1 moved the di
 blur by 18), hence the degradation head. The Frechet distance between the feature distributions of
 generated and real frames is reported as ``fd`` (lower is better).
 
-Train it with ``python -m dancelcm.metrics.features root=data/synthetic out=checkpoints/feature_net``.
+Train it with ``python -m dancelcm.tools.feature_net root=data/synthetic out=checkpoints/feature_net``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dancelcm.cli import MissingPathError, command
+from dancelcm.cli import MissingPathError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class FrameEncoder(nn.Module):
         if not (d / "config.json").is_file():
             raise MissingPathError(
                 f"{d}: no feature network here. Train it with "
-                f"`python -m dancelcm.metrics.features root=data/synthetic out={d}`"
+                f"`python -m dancelcm.tools.feature_net root=data/synthetic out={d}`"
             )
         m = cls(**json.loads((d / "config.json").read_text()))
         m.load_state_dict(load_file(str(d / "model.safetensors")))
@@ -211,17 +211,3 @@ def frame_features(model: FrameEncoder, video: torch.Tensor, batch: int = 256) -
     """(B, F, 3, H, W) in [-1, 1] -> (B * F, D)."""
     frames = video.flatten(0, 1)
     return torch.cat([model.features(frames[i : i + batch]) for i in range(0, len(frames), batch)])
-
-
-def run(cfg) -> dict:
-    """Train the feature network with ``conf/feature_net.yaml``'s options: callable in-process."""
-    result = train_feature_net(cfg.root, cfg.out, int(cfg.steps), int(cfg.batch_size), float(cfg.lr), int(cfg.seed))
-    log.info(json.dumps(result, indent=1))
-    return result
-
-
-main = command("metrics.features", run, __doc__, config_name="feature_net")
-
-
-if __name__ == "__main__":
-    main()

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dancelcm.cli import ConfigError, MissingPathError, command
+from dancelcm.cli import MissingPathError
 from dancelcm.diffusion import NoiseSchedule, Segments
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
@@ -216,21 +216,3 @@ def half_copy(src: str | Path, dst: str | Path, max_rel_error: float = 1e-3) -> 
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     return kept
-
-
-def run(cfg) -> dict[str, list[str]]:
-    """``python -m dancelcm.models.bundle src=DIR dst=DIR``: a float16 copy of a bundle (see :func:`half_copy`)."""
-    for key in ("src", "dst"):
-        if not cfg.get(key):
-            raise ConfigError(f"{key}=DIR is required (python -m dancelcm.models.bundle src=DIR dst=DIR)")
-    kept = half_copy(cfg.src, cfg.dst, float(cfg.max_rel_error))
-    for name, names in kept.items():
-        print(f"{cfg.dst}/{name}: float16, {len(names)} tensors kept float32 {names[:4]}")
-    return kept
-
-
-main = command("models.bundle", run, run.__doc__, config_name="bundle_half")
-
-
-if __name__ == "__main__":
-    main()

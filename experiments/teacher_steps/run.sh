@@ -21,5 +21,5 @@ echo "==> [1/2] evaluate $TEACHER: DDIM 50/25/10/4/2/1 + CFG 2 and the copy-refe
 $PY -m dancelcm.evaluate "teacher=$TEACHER" "teacher_steps=[50,25,10,4,2,1]" "guidance=[2.0]" \
   "max_clips=$CLIPS" sample_clips=4 "out_dir=$OUT"
 echo "==> [2/2] probe: one-step x0 estimate vs t"
-$PY -m dancelcm.probe "model_dir=$TEACHER" max_clips=16 "out_dir=$OUT"
+$PY -m dancelcm.tools.probe "model_dir=$TEACHER" max_clips=16 "out_dir=$OUT"
 echo "written: $OUT/table.md $OUT/probe.md $OUT/samples.png"

@@ -158,7 +158,7 @@ def test_probe_writes_the_denoising_table(trained, synthetic_root, tmp_path):
     out = tmp_path / "probe"
     _run(
         [
-            "dancelcm.probe",
+            "dancelcm.tools.probe",
             f"model_dir={trained[0] / 'export'}",
             f"data.root={synthetic_root}",
             *EVAL_MICRO,

@@ -179,7 +179,8 @@ def test_a_bundle_with_a_learned_vae_carries_a_copy_and_loads_from_anywhere(tmp_
 
 
 def test_half_copy_of_a_bundle_loads_in_fp32_and_keeps_tiny_layers_exact(tmp_path):
-    from dancelcm.models.bundle import half_copy, load_bundle, run, save_bundle
+    from dancelcm.models.bundle import half_copy, load_bundle, save_bundle
+    from dancelcm.tools.half import run
 
     model = tiny_animator()
     with torch.no_grad():  # a near-zero layer (as a zero-initialised output conv after a few steps)

@@ -1,4 +1,4 @@
-"""``python -m dancelcm.bench`` end to end at micro size: every section measured, ratios consistent, files written."""
+"""``python -m dancelcm.tools.bench`` end to end at micro size: every section measured, ratios consistent."""
 
 import json
 
@@ -13,7 +13,7 @@ def test_bench_writes_consistent_ratios(synthetic_root, tmp_path):
     out = tmp_path / "bench" / "bench.json"
     proc = run_module(
         [
-            "dancelcm.bench",
+            "dancelcm.tools.bench",
             "model=animator_micro",
             f"data.root={synthetic_root}",
             "data.resolution=32",

@@ -86,8 +86,8 @@ def test_other_commands_name_the_option(micro_teacher, tmp_path, monkeypatch, ca
     args = [f"model_dir={micro_teacher}", f"reference={tmp_path / 'missing.png'}", f"pose={tmp_path}", "out=x.mp4"]
     assert _main(monkeypatch, "animate", args) == 2
     _one_message(capsys, "animate", "reference=")
-    assert _main(monkeypatch, "models.bundle", ["src=/nowhere", f"dst={tmp_path / 'half'}"]) == 2
-    _one_message(capsys, "models.bundle", "/nowhere")
+    assert _main(monkeypatch, "tools.half", ["src=/nowhere", f"dst={tmp_path / 'half'}"]) == 2
+    _one_message(capsys, "tools.half", "/nowhere")
     assert not (tmp_path / "e").exists() and not (tmp_path / "half").exists()
 
 
@@ -110,13 +110,13 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
         ("evaluate", "student_steps"),
         ("animate", "model_dir"),
         ("report", "compare"),
-        ("probe", "timesteps"),
-        ("bench", "bench"),
+        ("tools.probe", "timesteps"),
+        ("tools.bench", "bench"),
         ("data.synthesize", "num_videos"),
         ("data.prepare", "source"),
         ("data.benchmark", "workers"),
-        ("metrics.features", "steps"),
-        ("models.bundle", "src"),
+        ("tools.feature_net", "steps"),
+        ("tools.half", "src"),
     ],
 )
 def test_help_describes_the_command_and_its_own_options(module, option, monkeypatch, capsys):

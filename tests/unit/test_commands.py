@@ -52,7 +52,7 @@ def test_animate(micro_teacher, synthetic_root, tmp_path):
 
 
 def test_probe(micro_teacher, synthetic_root, tmp_path):
-    from dancelcm import probe
+    from dancelcm.tools import probe
 
     cfg = _cfg(
         "probe",
@@ -71,7 +71,7 @@ def test_probe(micro_teacher, synthetic_root, tmp_path):
 
 
 def test_bench(synthetic_root, tmp_path):
-    from dancelcm import bench
+    from dancelcm.tools import bench
 
     out = tmp_path / "bench.json"
     cfg = _cfg(
@@ -109,7 +109,7 @@ def test_data_benchmark(synthetic_root, tmp_path):
 
 def test_synthesize_and_feature_net(tmp_path):
     from dancelcm.data import synthesize
-    from dancelcm.metrics import features
+    from dancelcm.tools import feature_net
 
     synthesize.run(
         _cfg(
@@ -125,17 +125,18 @@ def test_synthesize_and_feature_net(tmp_path):
         )
     )
     assert (tmp_path / "data" / "dataset.json").is_file()
-    result = features.run(
+    result = feature_net.run(
         _cfg("feature_net", [f"root={tmp_path / 'data'}", f"out={tmp_path / 'net'}", "steps=2", "batch_size=4"])
     )
     assert isinstance(result, dict) and any((tmp_path / "net").iterdir())
 
 
 def test_bundle_half(micro_teacher, tmp_path):
-    from dancelcm.models import bundle
+    from dancelcm.models.bundle import load_bundle
+    from dancelcm.tools import half
 
-    kept = bundle.run(_cfg("bundle_half", [f"src={micro_teacher}", f"dst={tmp_path / 'half'}"]))
-    assert kept and bundle.load_bundle(tmp_path / "half").animator is not None
+    kept = half.run(_cfg("bundle_half", [f"src={micro_teacher}", f"dst={tmp_path / 'half'}"]))
+    assert kept and load_bundle(tmp_path / "half").animator is not None
     weights = next((tmp_path / "half").rglob("diffusion_pytorch_model.safetensors"))
     from safetensors.torch import load_file
 

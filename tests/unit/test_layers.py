@@ -29,9 +29,9 @@ ALLOWED = {
     "evaluate": {"cli", "evaluation", "metrics", "models", "sampling"},
     "report": {"cli", "evaluation"},
     "animate": {"cli", "data", "media", "models", "sampling"},
-    "probe": {"cli", "data", "metrics", "models", "sampling"},
     "train": {"cli", "callbacks", "lit"},
-    "bench": {"cli", "data", "diffusion", "lit", "models", "sampling"},
+    # tools: bench measures training steps too (the LightningModules); probe, feature_net and half are inference
+    "tools": {"cli", "data", "diffusion", "lit", "metrics", "models", "sampling"},
     "demo": {"cli", "evaluation", "media", "metrics", "models"},
 }
 INFERENCE = ("evaluate", "report", "animate", "probe", "sampling", "evaluation", "media")

@@ -6,7 +6,7 @@ from torch import nn
 
 from dancelcm.diffusion import NoiseSchedule
 from dancelcm.models.autoencoder import PatchAutoencoder
-from dancelcm.probe import probe, table
+from dancelcm.tools.probe import probe, table
 
 SCHED = {
     "num_train_timesteps": 1000,

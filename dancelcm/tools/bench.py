@@ -1,4 +1,4 @@
-"""``python -m dancelcm.bench`` (``make bench``): the speed claims as ratios measured side by side in one run.
+"""``python -m dancelcm.tools.bench`` (``make bench``): the speed claims as ratios measured side by side in one run.
 
 (a) inference  teacher DDIM-N + CFG vs the student at 4 / 2 / 1 steps, same network, end to end per clip
                (conditions, sampling, decoding), next to the NFE-ratio bound;
@@ -332,7 +332,7 @@ def run(cfg) -> dict:
     return result
 
 
-main = command("bench", run, __doc__, config_name="bench")
+main = command("tools.bench", run, __doc__, config_name="bench")
 
 
 if __name__ == "__main__":

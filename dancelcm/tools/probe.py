@@ -1,4 +1,4 @@
-"""How well a model denoises at each noise level: ``python -m dancelcm.probe model_dir=DIR``.
+"""How well a model denoises at each noise level: ``python -m dancelcm.tools.probe model_dir=DIR``.
 
 For held-out clips and each timestep t, the ground truth is noised to ``x_t`` (fixed noise per clip) and the
 model's single-step x0 estimate is scored against the ground truth (PSNR, figure PSNR, sharpness ratio), next
@@ -105,12 +105,12 @@ def run(cfg) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps({"model_dir": str(cfg.model_dir), "rows": rows}, indent=1))
     md = table(rows)
-    command = f"python -m dancelcm.probe model_dir={cfg.model_dir} max_clips={cfg.max_clips} seed={cfg.seed}"
+    command = f"python -m dancelcm.tools.probe model_dir={cfg.model_dir} max_clips={cfg.max_clips} seed={cfg.seed}"
     (out / "probe.md").write_text(f"`{command}` ({rows[0]['clips']} clips)\n\n{md}\n")
     log.info("\n%s\nwritten: %s", md, out / "probe.md")
 
 
-main = command("probe", run, __doc__, config_name="probe")
+main = command("tools.probe", run, __doc__, config_name="probe")
 
 
 if __name__ == "__main__":
