@@ -46,6 +46,17 @@ def micro_bundle(tmp_path_factory):
     return _save_micro_teacher(tmp_path_factory.mktemp("bundle") / "teacher")[0]
 
 
+def _micro_training(name, bundle, root) -> list[str]:
+    """A distillation of ``bundle`` on the dataset at ``root`` that trains in seconds (4 frames, batch 2)."""
+    return [
+        *_small(name, bundle, root.parent),
+        f"data.root={root}",
+        "data.num_frames=4",
+        "data.batch_size=2",
+        "data.num_workers=0",
+    ]
+
+
 def _small(name, bundle, tmp_path):
     return [
         f"+experiment={name}",

@@ -20,21 +20,13 @@ import torch
 
 from dancelcm.callbacks.checkpoints import resume_checkpoint
 from dancelcm.train import resolve_ckpt, run
-from tests.configs.test_experiment_configs import _compose, _save_micro_teacher
+from tests.configs.test_experiment_configs import _compose, _micro_training, _save_micro_teacher
 
 
 def _cfg(root, teacher, max_steps, *extra):
     return _compose(
         [
-            "+experiment=synthetic_lcm",
-            "model=animator_micro",
-            "data.resolution=32",
-            "data.num_frames=4",
-            "data.face_size=16",
-            "data.batch_size=2",
-            "data.num_workers=0",
-            f"data.root={root}",
-            f"method.teacher={teacher}",
+            *_micro_training("synthetic_lcm", teacher, root),
             "method.segments.num_grid=8",
             "trainer.limit_val_batches=0",
             "trainer.num_sanity_val_steps=0",

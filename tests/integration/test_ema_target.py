@@ -6,7 +6,7 @@ import torch
 from hydra.utils import instantiate
 
 from dancelcm.lit.builders import build_module
-from tests.configs.test_experiment_configs import _compose, _save_micro_teacher
+from tests.configs.test_experiment_configs import _compose, _micro_training, _save_micro_teacher
 
 
 class _Weights(L.Callback):
@@ -25,15 +25,7 @@ def test_target_is_the_closed_form_ema_of_the_students_weights(accumulate, synth
     bundle, _ = _save_micro_teacher(tmp_path / "teacher")
     cfg = _compose(
         [
-            "+experiment=synthetic_k4",
-            "model=animator_micro",
-            "data.resolution=32",
-            "data.num_frames=4",
-            "data.face_size=16",
-            "data.batch_size=2",
-            "data.num_workers=0",
-            f"data.root={synthetic_root}",
-            f"method.teacher={bundle}",
+            *_micro_training("synthetic_k4", bundle, synthetic_root),
             "method.warmup_steps=0",
             "method.lr=1e-3",
         ]
