@@ -162,7 +162,8 @@ class SegmentsConfig(MethodConfig):
         except ValueError as e:
             raise ConfigError(f"{prefix}={show(dataclasses.asdict(self))}: {e}") from e
 
-    def segments(self, num_segments: int | None = None) -> Segments:
+    def build(self, num_segments: int | None = None) -> Segments:
+        """The Segments object (with another K for a curriculum step)."""
         k = self.num_segments if num_segments is None else num_segments
         return Segments(num_segments=k, num_grid=self.num_grid, num_train_timesteps=self.num_train_timesteps)
 
@@ -236,7 +237,7 @@ class DistillConfig(MethodConfig):
             raise ConfigError(f"{prefix}.curriculum={show(self.curriculum)}: K must be a positive integer, got {bad}")
         for _, k in schedule:  # every K of the curriculum must fit the grid now, not at its step
             try:
-                self.segments.segments(int(k))
+                self.segments.build(int(k))
             except ValueError as e:
                 raise ConfigError(f"{prefix}.curriculum={show(self.curriculum)}: K={int(k)}: {e}") from e
         t = self.segments.num_train_timesteps

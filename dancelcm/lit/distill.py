@@ -48,7 +48,7 @@ class DistillModule(L.LightningModule):
         self.lr_anneal = parse_anneal(cfg.lr_anneal, "method.lr_anneal")
         bundle = load_bundle(cfg.teacher, option="method.teacher")
         self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
-        self._segments = cfg.segments.segments()
+        self._segments = cfg.segments.build()
         steps = self.schedule.num_train_timesteps
         if self._segments.num_train_timesteps != steps:  # the grid would miss (or overrun) the teacher's timesteps
             raise ValueError(
@@ -82,7 +82,7 @@ class DistillModule(L.LightningModule):
         k = int(value_at(self.curriculum, self.global_step, self._segments.num_segments))
         if k == self._segments.num_segments:
             return self._segments
-        return self.cfg.segments.segments(k)
+        return self.cfg.segments.build(k)
 
     @property
     def target_net(self) -> nn.Module:
