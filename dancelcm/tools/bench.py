@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from dancelcm.cli import command
+from dancelcm.cli import CONF, command
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def bench_training(cfg, teacher_dir: Path, batch: dict) -> dict:
     plain_cfg, distill_cfg = cfg.copy(), cfg.copy()
     with open_dict(plain_cfg), open_dict(distill_cfg):
         # the same network trained with the plain diffusion objective (the teacher method's defaults)
-        plain_cfg.method = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "method" / "teacher.yaml")
+        plain_cfg.method = OmegaConf.load(CONF / "method" / "teacher.yaml")
         distill_cfg.method.teacher = str(teacher_dir)
         distill_cfg.method.validation = {"teacher_steps": 2, "student_steps": [1]}
         distill_cfg.method.segments.num_grid = int(cfg.bench.num_grid)
