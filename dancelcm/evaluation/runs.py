@@ -21,8 +21,7 @@ from dancelcm.evaluation.metrics import COMPARED
 CONFIG_COLUMNS = (
     ("K", "method.segments.num_segments"),
     ("motion w", "method.loss.motion_weight"),
-    ("aux w", "method.loss.aux_weight"),
-    ("aux head", "method.aux_head"),
+    ("aux w", "method.loss.aux_weight"),  # the auxiliary head exists when its weight is > 0
     ("face", "method.face.enabled"),
     ("target", "method.target.kind"),
     ("seed", "seed"),
