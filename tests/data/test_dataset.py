@@ -106,7 +106,11 @@ def _collect(dataset, world, workers, epoch=0, seed=0):
     for rank in range(world):
         sampler = ClipSampler(dataset, shuffle=True, seed=seed, num_replicas=world, rank=rank)
         sampler.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=workers)
+        # spawned workers: a forked worker of a long pytest process (threads of earlier tests' decoders) hung once
+        context = "spawn" if workers else None
+        loader = DataLoader(
+            dataset, batch_size=2, sampler=sampler, num_workers=workers, multiprocessing_context=context
+        )
         for b in loader:
             seen += [(int(c), int(f[0])) for c, f in zip(b["clip_index"], b["frame_index"])]
     return seen
