@@ -164,11 +164,11 @@ def missing_bundle_hint(directory: str | Path) -> str:
     )
 
 
-def load_bundle(directory: str | Path, option: str = "model_dir", make_command: str | None = None) -> Bundle:
+def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
     """Load a bundle folder; ``option`` names the setting that pointed here in a missing-folder error."""
     d = Path(directory)
     if not (d / "bundle.json").is_file():
-        hint = f"Make it with `{make_command}`." if make_command else missing_bundle_hint(d)
+        hint = missing_bundle_hint(d)
         what = "no such folder" if not d.exists() else "no model bundle there (bundle.json missing)"
         raise MissingPathError(f"{option}={d}: {what}. {hint}")
     meta = json.loads((d / "bundle.json").read_text())
