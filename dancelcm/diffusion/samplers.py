@@ -1,4 +1,8 @@
-"""Samplers over any denoiser ``(x_t, t, cond) -> raw output``; conditions are dicts of batched tensors."""
+"""Samplers over any denoiser ``(x_t, t, cond) -> raw output``; conditions are dicts of batched tensors.
+
+The denoiser's ``t`` is what the network is fed (``schedule.network_timestep``: the integer timestep of a VP
+teacher, ``sigma * T`` of a flow-matching one); the samplers walk the schedule's own timesteps.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from dancelcm.diffusion.schedule import CLEAN, NoiseSchedule, ddim_timesteps
+from dancelcm.diffusion.schedule import CLEAN, Schedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
 
@@ -72,8 +76,9 @@ def guided_output(
     return o_u + guidance * (o_c - o_u)
 
 
-def ddim_step(schedule: NoiseSchedule, output: torch.Tensor, x: torch.Tensor, t, t_next) -> torch.Tensor:
-    """One deterministic DDIM step (eta = 0) from ``t`` to ``t_next`` given the raw network output."""
+def ddim_step(schedule: Schedule, output: torch.Tensor, x: torch.Tensor, t, t_next) -> torch.Tensor:
+    """One deterministic DDIM step (eta = 0) from ``t`` to ``t_next`` given the raw network output (for a flow
+    schedule this is exactly the Euler step ``x + (sigma_next - sigma) v``)."""
     x0, eps = schedule.to_x0_eps(output, x, t)
     return schedule.jump(x0, eps, t_next)
 
@@ -87,20 +92,20 @@ def ddim_pairs(timesteps: Iterable[int]) -> list[tuple[int, int]]:
 def ddim_sample(
     denoiser: Denoiser,
     noise: torch.Tensor,
-    schedule: NoiseSchedule,
+    schedule: Schedule,
     num_steps: int,
     cond: dict,
     uncond: dict | None = None,
     guidance: float = 1.0,
-    timesteps: list[int] | None = None,
+    timesteps: list | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """DDIM from ``noise`` at the first timestep (``trailing`` spacing: T - 1) down to the clean end.
-
+    """DDIM from ``noise`` at the first timestep down to the clean end: the schedule's inference timesteps (VP:
+    ``trailing`` spacing from T - 1; flow: the teacher scheduler's sigmas, where DDIM is the Euler sampler).
     With ``guidance != 1`` each step runs the conditional and unconditional halves in one forward.
     Returns float32 ``x0``; NFE = ``num_steps`` x (2 if guided else 1).
     """
-    ts = timesteps if timesteps is not None else ddim_timesteps(num_steps, schedule.num_train_timesteps)
+    ts = timesteps if timesteps is not None else schedule.inference_timesteps(num_steps)
     x = noise.float()
     pairs = ddim_pairs(ts)
     if progress:
@@ -108,7 +113,7 @@ def ddim_sample(
 
         pairs = tqdm(pairs, desc=f"DDIM {len(ts)} steps", leave=False)
     for t, t_next in pairs:
-        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        out = guided_output(denoiser, x, tt, cond, uncond, guidance)
+        tt = schedule.timesteps(t, x.shape[0], x.device)
+        out = guided_output(denoiser, x, schedule.network_timestep(tt), cond, uncond, guidance)
         x = ddim_step(schedule, out, x, t, t_next)
     return x

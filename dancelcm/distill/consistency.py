@@ -12,6 +12,8 @@ and the previous grid point ``t_n = t_m - k`` (see ``diffusion/segments.py``):
 
 K = 1 with no extras is plain latent consistency distillation (the VideoLCM baseline).
 A student may return ``(output, aux_output)``; the aux output is read in the same parameterisation.
+Every network call gets ``schedule.network_timestep(t)`` (the index itself for VP, ``sigma * T`` for flow
+matching); the segment grid, the edges and the jumps stay in schedule timesteps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from dancelcm.diffusion.samplers import Denoiser, guided_output
-from dancelcm.diffusion.schedule import CLEAN, NoiseSchedule
+from dancelcm.diffusion.schedule import CLEAN, Schedule
 from dancelcm.diffusion.segments import Segments
 from dancelcm.distill.losses import distance, weighted_mean
 
@@ -41,7 +43,7 @@ class Targets:
 def consistency_targets(
     teacher: Denoiser,
     target_net: Denoiser,
-    schedule: NoiseSchedule,
+    schedule: Schedule,
     segments: Segments,
     x0: torch.Tensor,
     cond: dict,
@@ -58,7 +60,7 @@ def consistency_targets(
     """
     t_m, t_n, lower = (v.to(x0.device) for v in segments.training_points(grid_index))
     x_tm = schedule.add_noise(x0, eps, t_m)
-    out = guided_output(teacher, x_tm, t_m, cond, uncond, guidance)
+    out = guided_output(teacher, x_tm, schedule.network_timestep(t_m), cond, uncond, guidance)
     x_tn = schedule.jump(*schedule.to_x0_eps(out, x_tm, t_m), t_n)
     target = x_tn.clone()
     inner = t_n != lower  # not at the boundary: ask the target network, then jump to the edge
@@ -66,7 +68,7 @@ def consistency_targets(
         idx = inner.nonzero().squeeze(1)
         sub_cond = _index_cond(target_cond if target_cond is not None else cond, idx)
         t_sub = t_n[idx]
-        o = _main_output(target_net(x_tn[idx], t_sub, sub_cond)).float()
+        o = _main_output(target_net(x_tn[idx], schedule.network_timestep(t_sub), sub_cond)).float()
         target[idx] = schedule.jump(*schedule.to_x0_eps(o, x_tn[idx], t_sub), lower[idx])
     return Targets(x_tm, t_m, t_n, lower, segments.segment_of(grid_index).to(x0.device), x_tn, target)
 
@@ -108,14 +110,14 @@ class DistillOutput:
 def distillation_loss(
     student: Denoiser,
     targets: Targets,
-    schedule: NoiseSchedule,
+    schedule: Schedule,
     x0: torch.Tensor,
     cond: dict,
     weights: LossWeights,
     weight_map: torch.Tensor | None = None,
 ) -> DistillOutput:
     """Steps 4-5: the student's jump to the lower edge, ``L_CD`` and (optionally) ``L_aux``."""
-    out = student(targets.x_tm, targets.t_m, cond)
+    out = student(targets.x_tm, schedule.network_timestep(targets.t_m), cond)
     main, aux = out if isinstance(out, tuple) else (out, None)
     x0_pred, eps_pred = schedule.to_x0_eps(main, targets.x_tm, targets.t_m)
     pred = schedule.jump(x0_pred, eps_pred, targets.lower)
@@ -134,7 +136,7 @@ def distillation_loss(
 def consistency_sample(
     student: Denoiser,
     noise: torch.Tensor,
-    schedule: NoiseSchedule,
+    schedule: Schedule,
     segments: Segments,
     cond: dict,
     num_steps: int | None = None,
@@ -143,8 +145,8 @@ def consistency_sample(
     the top, ``x = jump(student(x, top), lower edge)``. NFE = ``num_steps`` (default K), no CFG."""
     x = noise.float()
     for t_from, t_to in segments.sampling_steps(num_steps):
-        t = torch.full((x.shape[0],), t_from, dtype=torch.long, device=x.device)
-        out = _main_output(student(x, t, cond)).float()
+        t = schedule.timesteps(t_from, x.shape[0], x.device)
+        out = _main_output(student(x, schedule.network_timestep(t), cond)).float()
         x = schedule.jump(*schedule.to_x0_eps(out, x, t), t_to)
     assert t_to == CLEAN
     return x
@@ -154,7 +156,7 @@ def consistency_sample(
 def multistep_consistency_sample(
     student: Denoiser,
     noise: torch.Tensor,
-    schedule: NoiseSchedule,
+    schedule: Schedule,
     num_steps: int,
     cond: dict,
     generator: torch.Generator | None = None,
@@ -163,22 +165,19 @@ def multistep_consistency_sample(
     """The LCM / TCD multistep sampler: at each of ``num_steps`` trailing timesteps predict x0, then
     re-noise to the next timestep with fresh noise (``gamma = 1``: LCM; ``gamma < 1``: TCD keeps part of
     the deterministic path). How a K = 1 student (VideoLCM) samples with more than one step."""
-    from dancelcm.diffusion.schedule import ddim_timesteps
-
-    ts = ddim_timesteps(num_steps, schedule.num_train_timesteps)
+    ts = schedule.inference_timesteps(num_steps)
     x = noise.float()
     for i, t in enumerate(ts):
-        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        x0, eps = schedule.to_x0_eps(_main_output(student(x, tt, cond)).float(), x, tt)
+        tt = schedule.timesteps(t, x.shape[0], x.device)
+        out = _main_output(student(x, schedule.network_timestep(tt), cond)).float()
+        x0, eps = schedule.to_x0_eps(out, x, tt)
         if i + 1 == len(ts):
             return x0
         t_next = ts[i + 1]
         # TCD: land at s = (1 - gamma) t_next deterministically, then add noise up to t_next
-        s = int((1 - gamma) * t_next) if gamma < 1 else CLEAN
-        x_s = schedule.jump(x0, eps, s)
-        a_s, _ = schedule.coefficients(s)
-        a_n, _ = schedule.coefficients(t_next)
-        ratio = a_n / a_s
+        s = (1 - gamma) * t_next if gamma < 1 else CLEAN
+        if gamma < 1 and isinstance(t_next, int):
+            s = int(s)
         z = torch.randn(x.shape, generator=generator).to(x.device)
-        x = ratio * x_s + (1 - ratio**2).clamp_min(0).sqrt() * z
+        x = schedule.renoise(schedule.jump(x0, eps, s), s, t_next, z)
     return x

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from dancelcm.diffusion import NoiseSchedule
+from dancelcm.diffusion import schedule_from_config
 from dancelcm.lit.common import (
     NonFinite,
     batch_random,
@@ -77,7 +77,7 @@ class TeacherModule(L.LightningModule):
                     sorted({k.split(".")[0] for k in missing}),
                 )
         self.ema = EMA(self.animator, cfg.ema_decay, warmup=True) if cfg.ema_decay > 0 else None
-        self.schedule = NoiseSchedule.from_scheduler_config(scheduler)
+        self.schedule = schedule_from_config(scheduler)
         self.condition_dropout = dict(cfg.condition_dropout)
         unknown = set(self.condition_dropout) - set(self.animator.condition_names)
         if unknown:
@@ -98,7 +98,7 @@ class TeacherModule(L.LightningModule):
         """MSE on the raw output's target; with ``loss_weight_gamma`` the error is measured on x0 with
         weight ``min(SNR + 1, gamma)`` (the v-prediction weighting, truncated), whatever the output type."""
         x_t = self.schedule.add_noise(z0, eps, t)
-        out = net(x_t, t, cond)
+        out = net(x_t, self.schedule.network_timestep(t), cond)
         gamma = self.cfg.loss_weight_gamma
         if not gamma:
             return F.mse_loss(out.float(), self.schedule.target(z0, eps, t))

@@ -8,6 +8,7 @@
     DIR/unet/                            the backbone in diffusers format (UNet3DConditionModel)
     DIR/conditioners.safetensors         pose guider, reference and face embedders
     DIR/scheduler/scheduler_config.json  a diffusers sampler: a teacher's DDIMScheduler, a student's TCDScheduler
+                                         (flow-matching teachers: their own flow scheduler; students: Euler)
     DIR/vae/                             a learned autoencoder (diffusers AutoencoderKL), copied in so the
                                          folder is self-contained (``bundle.json`` then names it ``vae``)
 
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dancelcm.cli import MissingPathError
-from dancelcm.diffusion import NoiseSchedule, Segments
+from dancelcm.diffusion import Schedule, Segments, schedule_from_config
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
 
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 @dataclass
 class Bundle:
     animator: Animator
-    schedule: NoiseSchedule
+    schedule: Schedule
     autoencoder: object  # a VideoAutoencoder (an nn.Module)
     meta: dict
 
@@ -78,6 +79,32 @@ def bundle_uncond(bundle, override: list[str] | None = None) -> list[str]:
             + " (guidance=1.0 samples without CFG)"
         )
     return names
+
+
+def flow_student_scheduler(meta: dict):
+    """A flow-matching student's diffusers sampler: ``FlowMatchEulerDiscreteScheduler`` with ``shift = 1`` and
+    custom sigmas on the segment edges. One Euler step of the student's velocity from one edge's sigma to the next
+    *is* the segment sampler's jump, so the plain loop reproduces ``consistency_sample``; the sigmas are the
+    teacher's shifted ones (``bundle.json``: ``sampling.sigmas[str(steps)]``), passed as given (shift 1)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from dancelcm.diffusion import schedule_from_config
+
+    seg = Segments(**meta["segments"])
+    schedule = schedule_from_config(meta["scheduler"])
+    sigmas = {
+        str(n): [float(schedule.sigma(t)) for t, _ in seg.sampling_steps(n)] for n in range(1, seg.num_segments + 1)
+    }
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        {"num_train_timesteps": schedule.num_train_timesteps, "shift": 1.0}
+    )
+    sampling = {
+        "scheduler": "FlowMatchEulerDiscreteScheduler",
+        "sigmas": sigmas,
+        "diffusers": "FlowMatchEulerDiscreteScheduler.from_pretrained(DIR, subfolder='scheduler'); "
+        "set_timesteps(sigmas=sigmas[str(steps)]); step(velocity, t, x).prev_sample",
+    }
+    return scheduler, sampling
 
 
 def student_scheduler(meta: dict) -> tuple[TCDScheduler, dict]:
@@ -133,9 +160,17 @@ def save_bundle(directory: str | Path, animator: Animator, meta: dict, autoencod
         autoencoder.vae.save_pretrained(str(d / "vae"), safe_serialization=True)
         meta = {**meta, "autoencoder": {**meta["autoencoder"], "pretrained": "vae", "subfolder": None}}
 
+    from dancelcm.diffusion.schedule import is_flow_config
+
+    flow = is_flow_config(meta["scheduler"])
     if meta.get("kind") == "student" and "segments" in meta:
-        scheduler, sampling = student_scheduler(meta)
+        scheduler, sampling = flow_student_scheduler(meta) if flow else student_scheduler(meta)
         meta = {**meta, "sampling": {**meta.get("sampling", {}), **sampling}}
+    elif flow:  # the teacher's own flow scheduler (Euler, or Wan's UniPC with flow sigmas)
+        import diffusers
+
+        cfg = dict(meta["scheduler"])
+        scheduler = getattr(diffusers, cfg.get("_class_name", "FlowMatchEulerDiscreteScheduler")).from_config(cfg)
     else:
         # as the project's DDIM samples: no clipping of x0, the last step lands on the clean end
         scheduler = DDIMScheduler.from_config({**meta["scheduler"], "clip_sample": False, "set_alpha_to_one": True})
@@ -173,7 +208,7 @@ def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
         raise MissingPathError(f"{option}={d}: {what}. {hint}")
     meta = json.loads((d / "bundle.json").read_text())
     animator = Animator.from_pretrained(d)
-    schedule = NoiseSchedule.from_scheduler_config(meta["scheduler"])
+    schedule = schedule_from_config(meta["scheduler"])
     ae = dict(meta["autoencoder"])
     inside = d / str(ae.get("pretrained") or "")
     if ae.get("kind") == "diffusers" and ae.get("pretrained") and (inside / "config.json").is_file():

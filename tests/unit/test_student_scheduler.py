@@ -79,3 +79,48 @@ def test_teacher_bundle_keeps_its_ddim_scheduler(micro_animator, tmp_path):
     assert config["_class_name"] == "DDIMScheduler" and config["trained_betas"] is None
     assert config["clip_sample"] is False and config["set_alpha_to_one"] is True  # as the project samples
     assert "timesteps" not in json.loads((d / "bundle.json").read_text()).get("sampling", {})
+
+
+FLOW = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+
+
+@pytest.mark.parametrize("num_segments", [1, 4])
+def test_exported_flow_student_scheduler_samples_as_the_segment_sampler(micro_animator, tmp_path, num_segments):
+    """A flow-matching student exports diffusers' Euler scheduler with custom sigmas on the segment edges: one Euler
+    step of the velocity between edges is the segment sampler's jump, so the plain loop reproduces it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from dancelcm.diffusion import schedule_from_config
+
+    animator, autoencoder = micro_animator
+    d = save_bundle(tmp_path / "student", animator, _meta("student", FLOW, autoencoder, num_segments))
+    meta = json.loads((d / "bundle.json").read_text())
+    config = json.loads((d / "scheduler" / "scheduler_config.json").read_text())
+    assert config["_class_name"] == "FlowMatchEulerDiscreteScheduler" and config["shift"] == 1.0
+    assert meta["sampling"]["scheduler"] == "FlowMatchEulerDiscreteScheduler" and meta["scheduler"] == FLOW
+
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(str(d), subfolder="scheduler")
+    schedule, segments = schedule_from_config(meta["scheduler"]), Segments(**meta["segments"])
+    noise = torch.randn(2, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    for steps in range(1, num_segments + 1):
+        expected = consistency_sample(_denoiser, noise, schedule, segments, {}, steps)
+        scheduler.set_timesteps(sigmas=meta["sampling"]["sigmas"][str(steps)])
+        x = noise.clone()
+        for t in scheduler.timesteps:
+            x = scheduler.step(_denoiser(x, t.expand(x.shape[0]), {}), t, x).prev_sample
+        assert len(scheduler.timesteps) == steps
+        torch.testing.assert_close(x, expected, atol=1e-5, rtol=1e-5, msg=f"{steps} steps")
+
+
+def test_flow_teacher_bundle_keeps_its_own_scheduler(micro_animator, tmp_path):
+    animator, autoencoder = micro_animator
+    unipc = {
+        "_class_name": "UniPCMultistepScheduler",
+        "num_train_timesteps": 1000,
+        "use_flow_sigmas": True,
+        "flow_shift": 5.0,
+        "prediction_type": "flow_prediction",
+    }
+    d = save_bundle(tmp_path / "teacher", animator, _meta("teacher", unipc, autoencoder))
+    config = json.loads((d / "scheduler" / "scheduler_config.json").read_text())
+    assert config["_class_name"] == "UniPCMultistepScheduler" and config["flow_shift"] == 5.0

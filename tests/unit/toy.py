@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from dancelcm.diffusion import NoiseSchedule, Segments
+from dancelcm.diffusion import FlowMatchSchedule, NoiseSchedule, Schedule, Segments
 from dancelcm.diffusion.samplers import ddim_sample
 from dancelcm.distill.consistency import LossWeights, consistency_sample, consistency_targets, distillation_loss
 from dancelcm.models.ema import EMA
@@ -29,9 +29,11 @@ SCHEDULER = dict(
 
 
 class MixtureTeacher:
-    """Exact v-prediction denoiser of an isotropic Gaussian mixture in ``dim`` dimensions."""
+    """Exact denoiser of an isotropic Gaussian mixture in 2 dimensions, in the schedule's parameterisation
+    (v-prediction ``a eps - s x0`` for VP, the velocity ``eps - x0`` for flow matching). Like a real network it is
+    called with the network timestep (``schedule.network_timestep``: ``sigma * T`` for flow)."""
 
-    def __init__(self, schedule: NoiseSchedule, num_modes: int = 8, radius: float = 1.0, sigma: float = 0.15):
+    def __init__(self, schedule: Schedule, num_modes: int = 8, radius: float = 1.0, sigma: float = 0.15):
         ang = torch.arange(num_modes, dtype=torch.float64) * 2 * math.pi / num_modes
         self.mu = radius * torch.stack([ang.cos(), ang.sin()], 1)  # (K, 2)
         self.sigma, self.schedule = sigma, schedule
@@ -49,10 +51,19 @@ class MixtureTeacher:
         mean_k = self.mu[None] + (a * self.sigma**2 / var)[:, None] * (x[:, None, :] - a[:, None] * self.mu[None])
         return (w[..., None] * mean_k).sum(1)
 
+    def schedule_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The schedule timestep of a network timestep (the inverse of ``schedule.network_timestep``)."""
+        if isinstance(self.schedule, FlowMatchSchedule):
+            return self.schedule.t_of_sigma(t.double() / self.schedule.num_train_timesteps)
+        return t
+
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        t = self.schedule_time(t)
         x0 = self.posterior_mean(x_t, t)
         a, s = (c.double()[:, None] for c in self.schedule.coefficients(t))
         eps = (x_t.double() - a * x0) / s.clamp_min(1e-12)
+        if isinstance(self.schedule, FlowMatchSchedule):
+            return (eps - x0).float()  # the velocity
         return (a * eps - s * x0).float()  # v
 
 
@@ -91,15 +102,20 @@ def distill_toy(
     seed: int = 0,
     eval_every: int | None = None,
     num_eval: int = 512,
+    flow_shift: float | None = None,
 ) -> dict:
     """Distil the exact mixture teacher into a K-segment student; returns the error curve.
 
     Error = mean Euclidean distance between the student's K-step sample and the teacher's DDIM solution
     on the N = 40 grid from the same noise (the trajectory the student distils), data scale = 1.
+    ``flow_shift``: the same on a rectified-flow schedule with that shift (the teacher predicts the velocity).
     """
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    schedule = NoiseSchedule.from_scheduler_config(dict(SCHEDULER))
+    if flow_shift is None:
+        schedule = NoiseSchedule.from_scheduler_config(dict(SCHEDULER))
+    else:
+        schedule = FlowMatchSchedule(1000, flow_shift)
     segments = Segments(num_segments=num_segments, num_grid=40)
     teacher = MixtureTeacher(schedule)
     student = ToyStudent(teacher)
@@ -108,7 +124,8 @@ def distill_toy(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     weights = LossWeights(distance="huber", huber_c=1e-3)
     eval_noise = torch.randn(num_eval, 2, generator=torch.Generator().manual_seed(seed + 1))
-    reference = ddim_sample(teacher, eval_noise, schedule, 40, cond={})
+    grid = segments.grid.flip(0).tolist()  # the solver grid the student distils (VP: DDIM-40's trailing steps)
+    reference = ddim_sample(teacher, eval_noise, schedule, 40, cond={}, timesteps=grid)
 
     def error() -> float:
         x = consistency_sample(student, eval_noise, schedule, segments, cond={})
