@@ -194,6 +194,19 @@ class FaceConfig(MethodConfig):
 
 
 @dataclass(frozen=True)
+class LoraConfig(MethodConfig):
+    rank: int = option(int_at_least(1), "must be an integer >= 1 (the adapters' rank r)")
+    alpha: float = option(positive, "must be > 0 (the adapters' scale is alpha / rank)")
+    target_modules: list[str] = option(names, "must be a non-empty list of module-name suffixes, e.g. [to_q,to_v]")
+    dropout: float = option(lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1) (dropout on the adapters' input)")
+
+    def spec(self):
+        from dancelcm.models.lora import LoraSpec
+
+        return LoraSpec(self.rank, float(self.alpha), tuple(self.target_modules), float(self.dropout))
+
+
+@dataclass(frozen=True)
 class ValidationConfig(MethodConfig):
     student_steps: list[int] = option(
         lambda v: isinstance(v, list | tuple) and all(_integer(k) and k >= 1 for k in v),
@@ -207,6 +220,10 @@ class DistillConfig(MethodConfig):
     """``conf/method/distill.yaml``: DanceLCM's segmented consistency distillation and its extras."""
 
     teacher: str = option(lambda v: isinstance(v, str) and v != "", "must be a teacher bundle folder")
+    student: str = option(
+        one_of("full", "lora"), "choose full (a trainable copy of the teacher) or lora (adapters on the teacher)"
+    )
+    lora: LoraConfig = field()
     segments: SegmentsConfig = field()
     guidance: float = option(guidance, GUIDANCE)
     uncond: list[str] | None = option(

@@ -29,9 +29,10 @@ from dancelcm.lit.config import DistillConfig
 from dancelcm.models.animator import Animator, batch_conditions
 from dancelcm.models.bundle import Bundle, bundle_uncond, load_bundle
 from dancelcm.models.conditioning import random_condition_dropout, with_dropped
-from dancelcm.models.ema import EMA
+from dancelcm.models.ema import EMA, ParameterEMA
 from dancelcm.models.face import face_config, face_parameters
-from dancelcm.models.student import student_from_teacher
+from dancelcm.models.lora import SharedTeacher, merged_copy
+from dancelcm.models.student import lora_student, student_from_teacher
 from dancelcm.sampling import batch_noise, latent_shape, student_sampler, teacher_sampler
 
 
@@ -63,8 +64,14 @@ class DistillModule(L.LightningModule):
             face = face_config(
                 {"face_size": int((data or {}).get("face_size", 32))}, self.autoencoder.factor, cfg.teacher
             )
-        self.student = student_from_teacher(teacher_net, face, cfg.aux_head)
-        self.target = EMA(self.student, cfg.target.decay) if cfg.target.kind == "ema" else None
+        if cfg.student == "lora":  # one copy of the base weights: the teacher is the student with its adapters off
+            self.student = lora_student(teacher_net, face, cfg.aux_head, cfg.lora.spec())
+            self.__dict__["teacher"] = SharedTeacher(self.student.animator, teacher_net.condition_names)
+            trainable = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
+            self.target = ParameterEMA(trainable, cfg.target.decay) if cfg.target.kind == "ema" else None
+        else:
+            self.student = student_from_teacher(teacher_net, face, cfg.aux_head)
+            self.target = EMA(self.student, cfg.target.decay) if cfg.target.kind == "ema" else None
         loss = cfg.loss
         self.weights = LossWeights(loss.distance, loss.huber_c, loss.aux_weight, loss.aux_weighted)
         try:  # the teacher bundle's setting unless method.uncond is given; names checked against its conditions
@@ -85,13 +92,33 @@ class DistillModule(L.LightningModule):
         return self.cfg.segments.build(k)
 
     @property
-    def target_net(self) -> nn.Module:
-        return self.target.shadow if self.target is not None else self.student
+    def lora(self) -> bool:
+        return self.cfg.student == "lora"
+
+    @property
+    def target_net(self):
+        if self.target is None:
+            return self.student
+        if isinstance(self.target, ParameterEMA):
+            return self._swapped_target
+        return self.target.shadow
+
+    def _swapped_target(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        """The LoRA student's EMA target: the student (eval mode, as the full target's shadow) with the averaged
+        trainable weights swapped in."""
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            with self.target.swapped_in(self.student):
+                return self.student(x_t, t, cond)
+        finally:
+            self.student.train(was_training)
 
     @property
     def sampling_net(self) -> Animator:
-        """What gets exported: the student animator (the aux head is for training only)."""
-        return self.student.animator
+        """What gets exported: the student animator (the aux head is for training only); a LoRA student's with
+        its adapters merged into the base weights (a copy: training goes on with the adapters)."""
+        return merged_copy(self.student.animator) if self.lora else self.student.animator
 
     def setup(self, stage: str) -> None:
         self.teacher.to(self.device)
@@ -216,8 +243,24 @@ class DistillModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints: never the teacher ----------------------------------------------------------------
+    def _frozen_keys(self) -> set[str]:
+        """A LoRA student's frozen base weights (state-dict keys): rebuilt from the teacher bundle, never saved."""
+        if not self.lora:
+            return set()
+        return {f"student.{n}" for n, p in self.student.named_parameters() if not p.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+        frozen = self._frozen_keys()
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.") and k not in frozen
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A LoRA checkpoint holds no base weights: they are this module's, loaded from the teacher bundle."""
+        frozen = self._frozen_keys()
+        if frozen:
+            own = self.state_dict()
+            checkpoint["state_dict"] = {**{k: own[k] for k in frozen}, **checkpoint["state_dict"]}
 
     # -- validation and sampling -----------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -9,7 +9,9 @@ with zero-initialised channels for the extra conditions, so the pretrained behav
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from torch import nn
 
 from dancelcm.cli import MissingPathError
 from dancelcm.models.conditioning import PoseGuider, ReferenceEmbedder
-from dancelcm.models.face import FaceEmbedder, install_decoupled_cross_attention
+from dancelcm.models.face import FaceEmbedder, face_processors, install_decoupled_cross_attention
 from dancelcm.models.output_stages import InputSkip, PixelRefiner
 
 EMBEDDERS = {e.name: e for e in (PoseGuider, ReferenceEmbedder, FaceEmbedder)}  # condition name -> embedder
@@ -148,6 +150,7 @@ class Animator(nn.Module):
             pixel_refiner=pixel_refiner,
         )
         self.latent_channels = latent_channels
+        self._switched_off: frozenset[str] = frozenset()  # see without_conditions
         embedders: dict[str, nn.Module] = {}
         if pose is not None:
             embedders["pose"] = PoseGuider(factor, **pose)
@@ -197,10 +200,40 @@ class Animator(nn.Module):
         """This network's condition dict from a batch (:func:`batch_conditions`)."""
         return batch_conditions(batch, autoencoder, self.condition_names)
 
+    @contextlib.contextmanager
+    def without_conditions(self, names: list[str]) -> Iterator[None]:
+        """Run as the network without the named conditions: the LoRA student's teacher view (the teacher never had
+        the student's face path). Only the face path can be switched off: its decoupled cross-attention is skipped
+        (scale 0, diffusers' own switch) and its token slots, which that attention splits off the context, hold the
+        null tokens, so the other cross-attention sees exactly the teacher's context and the output is the
+        teacher's. Restored afterwards, also on error."""
+        names = list(names)
+        if not names:
+            yield
+            return
+        bad = [n for n in names if n != FaceEmbedder.name or n not in self.embedders]
+        if bad:
+            names_ = self.condition_names
+            raise ValueError(f"only the face path can be switched off; {bad} cannot (conditions: {names_})")
+        procs = face_processors(self.backbone)
+        scales = [list(p.scale) for p in procs]
+        for p in procs:
+            p.scale = [0.0] * len(p.scale)
+        self._switched_off = frozenset(names)
+        try:
+            yield
+        finally:
+            self._switched_off = frozenset()
+            for p, scale in zip(procs, scales):
+                p.scale = scale
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
         b, _, f = x_t.shape[:3]
         concat, tokens = [x_t], []
-        for emb in self.embedders.values():
+        for name, emb in self.embedders.items():
+            if name in self._switched_off:  # the face path, off: placeholder tokens its skipped attention splits off
+                tokens.append(emb.null_tokens.expand(b, -1, -1))
+                continue
             out = emb(cond, f)
             if out.concat is not None:
                 concat.append(out.concat.to(x_t.dtype))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -47,3 +49,58 @@ class EMA(nn.Module):
         super().train(mode)
         self.shadow.eval()
         return self
+
+
+class ParameterEMA(nn.Module):
+    """An fp32 EMA of *some* parameters of a model (the LoRA student's trainable weights), swapped into the model
+    for the EMA target's forward (:meth:`swapped_in`): the target costs the size of those parameters, not a copy of
+    the network. Same update and warm-up rule as :class:`EMA`; the shadows are buffers, so they are saved and
+    restored with the checkpoint."""
+
+    def __init__(self, named_parameters: list[tuple[str, nn.Parameter]], decay: float = 0.999, warmup: bool = False):
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay={decay} must be in [0, 1)")
+        if not named_parameters:
+            raise ValueError("ParameterEMA: no parameters to average")
+        self.decay, self.warmup = decay, warmup
+        self.names = [n for n, _ in named_parameters]
+        for i, (_, p) in enumerate(named_parameters):
+            self.register_buffer(f"shadow_{i}", p.detach().float().clone())
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def shadows(self) -> list[torch.Tensor]:
+        return [getattr(self, f"shadow_{i}") for i in range(len(self.names))]
+
+    def _params(self, model: nn.Module) -> list[nn.Parameter]:
+        params = dict(model.named_parameters())
+        missing = [n for n in self.names if n not in params]
+        if missing:
+            raise ValueError(f"ParameterEMA: the model has no parameters {missing[:3]}")
+        return [params[n] for n in self.names]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float | None = None) -> None:
+        d = self.decay if decay is None else decay
+        if self.warmup:
+            n = float(self.num_updates)
+            d = min(d, (1 + n) / (10 + n))
+        torch._foreach_lerp_(self.shadows, [p.detach().float() for p in self._params(model)], 1.0 - d)
+        self.num_updates += 1
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: nn.Module) -> Iterator[None]:
+        """The model with the averaged weights in place of its own (cast to each parameter's dtype), restored
+        afterwards, also on error. For forward passes without grad (the consistency target)."""
+        params = self._params(model)
+        saved = [p.detach().clone() for p in params]
+        try:
+            with torch.no_grad():
+                for p, s in zip(params, self.shadows):
+                    p.copy_(s)
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)

@@ -91,12 +91,22 @@ def install_decoupled_cross_attention(backbone: nn.Module, cross_attention_dim: 
     return len(modules)
 
 
+def face_processors(backbone: nn.Module) -> list[nn.Module]:
+    """The decoupled cross-attention processors :func:`install_decoupled_cross_attention` put in ``backbone``."""
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+    return [p for p in backbone.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)]
+
+
+def is_face_parameter(name: str) -> bool:
+    """Whether a parameter name belongs to the face path (the face tokenizer, the decoupled key/value projections)."""
+    return ".embedders.face." in f".{name}" or "_ip." in name
+
+
 def face_parameters(module: nn.Module) -> list[nn.Parameter]:
     """The trainable parameters the face path adds to a network: the face tokenizer and the decoupled
     cross-attention's key/value projections (empty without face injection)."""
-    return [
-        p for n, p in module.named_parameters() if p.requires_grad and (".embedders.face." in f".{n}" or "_ip." in n)
-    ]
+    return [p for n, p in module.named_parameters() if p.requires_grad and is_face_parameter(n)]
 
 
 def face_config(face: dict[str, Any], factor: int, teacher: str) -> dict[str, Any]:

@@ -74,3 +74,25 @@ def student_from_teacher(teacher: Animator, face: dict | None, aux_head: bool) -
             f"student initialisation from the teacher failed: missing {bad[:5]}, unexpected {unexpected[:5]}"
         )
     return Student(animator, aux_head)
+
+
+def lora_student(teacher: Animator, face: dict | None, aux_head: bool, spec) -> Student:
+    """The LoRA student (``method.student=lora``, :mod:`dancelcm.models.lora`): ``teacher``'s own network (no copy
+    when there is no face path; with one, the teacher's weights moved into a network that has it) with LoRA
+    adapters (``spec``: a :class:`dancelcm.models.lora.LoraSpec`) on the backbone. Trainable: the adapters, the
+    face path and the auxiliary head; frozen: every base weight. The teacher is then
+    ``SharedTeacher(student.animator, teacher.condition_names)``."""
+    from dancelcm.models.face import is_face_parameter
+    from dancelcm.models.lora import add_lora
+
+    if face is None:
+        animator = teacher
+    else:
+        animator = student_from_teacher(teacher, face, aux_head=False).animator
+    add_lora(animator.backbone, spec)  # freezes the backbone's base weights
+    for name, p in animator.named_parameters():
+        p.requires_grad_(("lora_A" in name or "lora_B" in name) or is_face_parameter(name))
+    student = Student(animator, aux_head)
+    if student.aux_head is not None:
+        student.aux_head.requires_grad_(True)
+    return student
