@@ -191,12 +191,15 @@ def run(cfg: DictConfig, run_dir: Path | None = None):
     run_dir.mkdir(parents=True, exist_ok=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if isinstance(trainer_args.get("strategy"), dict):  # e.g. trainer=fsdp: {_target_: ...ModelParallelStrategy}
+        trainer_args["strategy"] = instantiate(trainer_args["strategy"])
     trainer = L.Trainer(
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir) or False,
         callbacks=build_callbacks(cfg, run_dir),
         plugins=[AtomicCheckpointIO()],  # temporary files beside the checkpoint, never in $TMPDIR
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_args,
     )
     # The data position is restored by the datamodule (state_dict), not by a stateful DataLoader.
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")

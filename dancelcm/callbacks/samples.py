@@ -36,10 +36,13 @@ class SampleVideos(L.Callback):
         self._count += 1
         if trainer.sanity_checking or self._batch is None or (self._count - 1) % self.every:
             return
-        if not trainer.is_global_zero:
+        sharded = getattr(pl_module, "sharded", False)  # FSDP: sampling is a collective; every rank samples
+        if not trainer.is_global_zero and not sharded:
             return
         batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in self._batch.items()}
         samples = pl_module.sample_for_logging(batch, seed=self.seed)
+        if not trainer.is_global_zero:
+            return
         out_dir = Path(trainer.default_root_dir) / "samples"
         mp4, png = write_samples(out_dir, f"step_{trainer.global_step:07d}", batch, samples, mp4=self.mp4)
         metrics = {}
@@ -77,16 +80,20 @@ class ExportBundle(L.Callback):
         self.every, self.dirname = every_n_steps, dirname
 
     def _export(self, trainer, pl_module):
-        if trainer.is_global_zero:
-            from dancelcm.models.bundle import save_bundle
+        from dancelcm.models.bundle import save_bundle
 
-            # written beside the export, then swapped in: a kill mid-write never leaves a half-written export
-            # (between the two renames the previous one is complete in .export.old)
-            d = Path(trainer.default_root_dir) / self.dirname
-            new, old = d.with_name(f".{d.name}.new"), d.with_name(f".{d.name}.old")
+        # written beside the export, then swapped in: a kill mid-write never leaves a half-written export
+        # (between the two renames the previous one is complete in .export.old)
+        d = Path(trainer.default_root_dir) / self.dirname
+        new, old = d.with_name(f".{d.name}.new"), d.with_name(f".{d.name}.old")
+        if trainer.is_global_zero:
             for stale in (new, old):
                 shutil.rmtree(stale, ignore_errors=True)
+        if hasattr(pl_module, "write_export"):  # every rank: FSDP gathers the weights (rank 0 writes)
+            pl_module.write_export(new)
+        elif trainer.is_global_zero:
             save_bundle(new, pl_module.sampling_net, pl_module.bundle_meta(), autoencoder=pl_module.autoencoder)
+        if trainer.is_global_zero:
             if d.exists():
                 d.rename(old)
             new.rename(d)

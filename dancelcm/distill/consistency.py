@@ -52,11 +52,14 @@ def consistency_targets(
     uncond: dict | None = None,
     guidance: float = 1.0,
     target_cond: dict | None = None,
+    every_sample: bool = False,
 ) -> Targets:
     """Steps 1-3: the noisy input, the teacher's CFG ODE step and the target at the lower edge.
 
     ``target_cond`` lets the target network see other conditions than the teacher (the student's own,
-    e.g. with face tokens); by default both see ``cond``.
+    e.g. with face tokens); by default both see ``cond``. The target network runs on the samples that are not at
+    their segment's boundary only; ``every_sample`` runs it on the whole batch (keeping the same targets), so that
+    every process makes the same forward calls whatever its samples: FSDP's forward is a collective.
     """
     t_m, t_n, lower = (v.to(x0.device) for v in segments.training_points(grid_index))
     x_tm = schedule.add_noise(x0, eps, t_m)
@@ -64,12 +67,14 @@ def consistency_targets(
     x_tn = schedule.jump(*schedule.to_x0_eps(out, x_tm, t_m), t_n)
     target = x_tn.clone()
     inner = t_n != lower  # not at the boundary: ask the target network, then jump to the edge
-    if inner.any():
-        idx = inner.nonzero().squeeze(1)
+    if every_sample or inner.any():
+        idx = torch.arange(len(t_n), device=t_n.device) if every_sample else inner.nonzero().squeeze(1)
         sub_cond = _index_cond(target_cond if target_cond is not None else cond, idx)
         t_sub = t_n[idx]
         o = _main_output(target_net(x_tn[idx], schedule.network_timestep(t_sub), sub_cond)).float()
-        target[idx] = schedule.jump(*schedule.to_x0_eps(o, x_tn[idx], t_sub), lower[idx])
+        jumped = schedule.jump(*schedule.to_x0_eps(o, x_tn[idx], t_sub), lower[idx])
+        keep = inner[idx]  # (all True unless every_sample)
+        target[idx[keep]] = jumped[keep]
     return Targets(x_tm, t_m, t_n, lower, segments.segment_of(grid_index).to(x0.device), x_tn, target)
 
 

@@ -31,7 +31,7 @@ from dancelcm.models.bundle import Bundle, bundle_uncond, load_bundle
 from dancelcm.models.conditioning import random_condition_dropout, with_dropped
 from dancelcm.models.ema import EMA, ParameterEMA
 from dancelcm.models.face import face_config, face_parameters
-from dancelcm.models.lora import SharedTeacher, merged_copy
+from dancelcm.models.lora import SharedTeacher
 from dancelcm.models.student import lora_student, student_from_teacher
 from dancelcm.sampling import batch_noise, latent_shape, student_sampler, teacher_sampler
 
@@ -96,6 +96,12 @@ class DistillModule(L.LightningModule):
         return self.cfg.student == "lora"
 
     @property
+    def sharded(self) -> bool:
+        """Whether FSDP sharded the networks (``trainer=fsdp``): every forward is then a collective that all
+        ranks must make, and the weights are gathered to be exported."""
+        return getattr(self, "_sharded", False)
+
+    @property
     def target_net(self):
         if self.target is None:
             return self.student
@@ -116,9 +122,47 @@ class DistillModule(L.LightningModule):
 
     @property
     def sampling_net(self) -> Animator:
-        """What gets exported: the student animator (the aux head is for training only); a LoRA student's with
-        its adapters merged into the base weights (a copy: training goes on with the adapters)."""
-        return merged_copy(self.student.animator) if self.lora else self.student.animator
+        """The student animator (the aux head is for training only; a LoRA student's with its adapters)."""
+        return self.student.animator
+
+    def write_export(self, directory) -> None:
+        """The export (``ExportBundle``): every rank calls it (under FSDP the weights are gathered, a collective);
+        rank 0 writes. A full student: a plain bundle. A LoRA student: its adapters in the diffusers / peft format,
+        its face path, and a reference to the teacher bundle it adapts (``models.lora.save_lora_bundle``)."""
+        from dancelcm.models.bundle import save_bundle
+        from dancelcm.models.lora import save_lora_bundle
+
+        state = None
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            state = get_model_state_dict(self.student.animator, options=options)
+        if self.global_rank != 0:
+            return
+        meta = self.bundle_meta()
+        if self.lora:
+            save_lora_bundle(directory, self.student.animator, self.cfg.lora.spec(), meta, self.cfg.teacher, state)
+            return
+        net = self.student.animator
+        if state is not None:  # a plain copy to hold the gathered weights
+            net = Animator(**self.student.animator.config)
+            net.load_state_dict(state)
+        save_bundle(directory, net, meta, autoencoder=self.autoencoder)
+
+    def configure_model(self) -> None:
+        """Under ``trainer=fsdp`` (Lightning's ModelParallelStrategy): shard the networks with FSDP2
+        (:mod:`dancelcm.lit.fsdp`). Other strategies: nothing to do."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self.sharded or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        from dancelcm.lit.fsdp import shard_distillation
+
+        if self.lora:  # the checkpoint holds no base weights; on_load_checkpoint checks the trainable ones
+            self.strict_loading = False
+        shard_distillation(self, self.device_mesh["data_parallel"], str(self.trainer.precision))
+        self._sharded = True
 
     def setup(self, stage: str) -> None:
         self.teacher.to(self.device)
@@ -175,6 +219,7 @@ class DistillModule(L.LightningModule):
                 uncond,
                 self.cfg.guidance,
                 target_cond=s_cond,
+                every_sample=self.sharded,  # FSDP: every rank makes the same forward calls
             )
         return s_cond, targets
 
@@ -256,9 +301,17 @@ class DistillModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A LoRA checkpoint holds no base weights: they are this module's, loaded from the teacher bundle."""
+        """A LoRA checkpoint holds no base weights: they are this module's, loaded from the teacher bundle; every
+        trained weight must be in it. (Under FSDP the strategy loads the state itself, before this hook and
+        non-strictly, since the frozen base is absent: the check is then not made.)"""
         frozen = self._frozen_keys()
-        if frozen:
+        if not frozen or "state_dict" not in checkpoint:  # FSDP's strategy loaded (and removed) it already
+            return
+        saved = set(checkpoint["state_dict"])
+        missing = [k for k in self.state_dict() if k not in frozen and k not in saved]
+        if missing:
+            raise ValueError(f"the checkpoint lacks {len(missing)} trained weights of this LoRA student: {missing[:3]}")
+        if not self.sharded:
             own = self.state_dict()
             checkpoint["state_dict"] = {**{k: own[k] for k in frozen}, **checkpoint["state_dict"]}
 

@@ -143,6 +143,13 @@ def student_scheduler(meta: dict) -> tuple[TCDScheduler, dict]:
     return scheduler, sampling
 
 
+def student_scheduler_for(meta: dict):
+    """A student's diffusers sampler and its ``bundle.json`` record, for its teacher's kind of schedule."""
+    from dancelcm.diffusion.schedule import is_flow_config
+
+    return flow_student_scheduler(meta) if is_flow_config(meta["scheduler"]) else student_scheduler(meta)
+
+
 def save_bundle(directory: str | Path, animator: Animator, meta: dict, autoencoder=None) -> Path:
     """Write the bundle. A learned ``autoencoder`` (``DiffusersAutoencoder``) is saved into ``DIR/vae`` and
     ``meta['autoencoder']['pretrained']`` rewritten to that relative name; the patch autoencoder has no weights.
@@ -207,6 +214,17 @@ def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
         what = "no such folder" if not d.exists() else "no model bundle there (bundle.json missing)"
         raise MissingPathError(f"{option}={d}: {what}. {hint}")
     meta = json.loads((d / "bundle.json").read_text())
+    if meta.get("format") == "lora":  # a LoRA student: its base bundle + the adapters in this folder
+        from dancelcm.models.lora import load_lora_animator
+
+        if not (Path(meta["base"]) / "bundle.json").is_file():
+            raise MissingPathError(
+                f"{option}={d}: this LoRA student adapts the bundle {meta['base']} (bundle.json 'base'), which is "
+                "not there: put the teacher bundle back there or edit 'base' to where it is now"
+            )
+        base = load_bundle(meta["base"], option=f"{d}/bundle.json base")
+        animator = load_lora_animator(d, meta, base.animator)
+        return Bundle(animator, schedule_from_config(meta["scheduler"]), base.autoencoder, meta)
     animator = Animator.from_pretrained(d)
     schedule = schedule_from_config(meta["scheduler"])
     ae = dict(meta["autoencoder"])

@@ -54,8 +54,8 @@ class EMA(nn.Module):
 class ParameterEMA(nn.Module):
     """An fp32 EMA of *some* parameters of a model (the LoRA student's trainable weights), swapped into the model
     for the EMA target's forward (:meth:`swapped_in`): the target costs the size of those parameters, not a copy of
-    the network. Same update and warm-up rule as :class:`EMA`; the shadows are buffers, so they are saved and
-    restored with the checkpoint."""
+    the network. Same update and warm-up rule as :class:`EMA`. The shadows are frozen parameters (``shadows.i``),
+    so they are saved and restored with the checkpoint and FSDP shards them like the weights they follow."""
 
     def __init__(self, named_parameters: list[tuple[str, nn.Parameter]], decay: float = 0.999, warmup: bool = False):
         super().__init__()
@@ -65,13 +65,10 @@ class ParameterEMA(nn.Module):
             raise ValueError("ParameterEMA: no parameters to average")
         self.decay, self.warmup = decay, warmup
         self.names = [n for n, _ in named_parameters]
-        for i, (_, p) in enumerate(named_parameters):
-            self.register_buffer(f"shadow_{i}", p.detach().float().clone())
+        self.shadows = nn.ParameterList(
+            [nn.Parameter(p.detach().float().clone(), requires_grad=False) for _, p in named_parameters]
+        )
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-
-    @property
-    def shadows(self) -> list[torch.Tensor]:
-        return [getattr(self, f"shadow_{i}") for i in range(len(self.names))]
 
     def _params(self, model: nn.Module) -> list[nn.Parameter]:
         params = dict(model.named_parameters())
@@ -86,7 +83,7 @@ class ParameterEMA(nn.Module):
         if self.warmup:
             n = float(self.num_updates)
             d = min(d, (1 + n) / (10 + n))
-        torch._foreach_lerp_(self.shadows, [p.detach().float() for p in self._params(model)], 1.0 - d)
+        torch._foreach_lerp_(list(self.shadows), [p.detach().float() for p in self._params(model)], 1.0 - d)
         self.num_updates += 1
 
     @contextlib.contextmanager

@@ -17,7 +17,6 @@ diffusers' ``PeftAdapterMixin.disable_adapters`` does.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -144,19 +143,111 @@ class SharedTeacher:
         return self
 
 
-def merged_copy(animator: nn.Module) -> nn.Module:
-    """A copy of ``animator`` with every LoRA layer merged into its base weight and replaced by it: a plain
-    network of the teacher's architecture (+ the student's own parts), saved and loaded like a full student."""
-    out = copy.deepcopy(animator)
-    adapted = {id(m) for m in lora_layers(out)}
-    for name, module in list(out.named_modules()):
-        if id(module) in adapted:
-            module.merge(adapter_names=[ADAPTER])
-            parent_name, _, child = name.rpartition(".")
-            parent = out.get_submodule(parent_name) if parent_name else out
-            setattr(parent, child, module.get_base_layer())
-    if has_lora(out):
-        raise RuntimeError("merging the LoRA adapters left adapter layers behind")
-    for p in out.parameters():
-        p.requires_grad_(True)
-    return out
+# -- export: the adapters in the diffusers / peft format, next to a reference to the base bundle --------------------
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file name diffusers' load_lora_weights looks for
+OWN_WEIGHTS = "student_weights.safetensors"  # the student's own full weights (its face path), not in the base
+
+
+def lora_prefix(backbone: nn.Module) -> str:
+    """The component name diffusers' LoRA loaders key the weights by: ``transformer`` or ``unet``."""
+    return "transformer" if "Transformer" in type(backbone).__name__ else "unet"
+
+
+def lora_state_dicts(animator: nn.Module, state: dict[str, torch.Tensor] | None = None):
+    """``(adapters, own)`` of a LoRA student animator: the adapter weights in peft's format, keyed as diffusers'
+    LoRA loaders read them (``unet.<module>.lora_A.weight``), and the student's own trained weights that its base
+    lacks (the face path). ``state``: the animator's full state dict when it is gathered elsewhere (FSDP)."""
+    from dancelcm.models.face import is_face_parameter
+
+    state = animator.state_dict() if state is None else state
+    prefix = lora_prefix(animator.backbone)
+    tag = f".{ADAPTER}."
+    adapters = {
+        f"{prefix}.{k.removeprefix('backbone.').replace(tag, '.')}": v.detach().float().contiguous()
+        for k, v in state.items()
+        if k.startswith("backbone.") and ("lora_A" in k or "lora_B" in k)
+    }
+    own = {k: v.detach().float().contiguous() for k, v in state.items() if is_face_parameter(k)}
+    if not adapters:
+        raise ValueError("lora_state_dicts: the animator has no LoRA adapters")
+    return adapters, own
+
+
+def save_lora_bundle(directory, animator: nn.Module, spec: LoraSpec, meta: dict, base: str, state=None):
+    """A LoRA student's export: ``pytorch_lora_weights.safetensors`` (peft format with the diffusers prefix),
+    ``adapter_config.json`` (peft's LoraConfig), ``student_weights.safetensors`` (its face path), the student's
+    ``animator_config.json``, ``bundle.json`` (``lora``: rank, alpha, targets, prefix; ``base``: the teacher bundle
+    whose weights it adapts, as an absolute path) and ``scheduler/`` as for any student. A few MB, whatever the base's
+    size. :func:`dancelcm.models.bundle.load_bundle` reads it back (base + adapters)."""
+    import json
+    from pathlib import Path
+
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    from dancelcm.models.bundle import student_scheduler_for
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    adapters, own = lora_state_dicts(animator, state)
+    save_file(adapters, str(d / LORA_WEIGHTS), metadata={"format": "pt"})
+    if own:
+        save_file(own, str(d / OWN_WEIGHTS))
+    config = LoraConfig(
+        r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.target_modules)
+    )
+    (d / "adapter_config.json").write_text(json.dumps(config.to_dict(), indent=1, default=list))
+    (d / "animator_config.json").write_text(json.dumps(dict(animator.config), indent=1))
+    lora = {
+        "rank": spec.rank,
+        "alpha": spec.alpha,
+        "target_modules": list(spec.target_modules),
+        "dropout": spec.dropout,
+        "prefix": lora_prefix(animator.backbone),
+        "weights": LORA_WEIGHTS,
+    }
+    meta = {**meta, "format": "lora", "base": str(Path(base).resolve()), "lora": lora}
+    scheduler, sampling = student_scheduler_for(meta)
+    meta = {**meta, "sampling": {**meta.get("sampling", {}), **sampling}}
+    scheduler.save_pretrained(str(d / "scheduler"))
+    (d / "bundle.json").write_text(json.dumps(meta, indent=1))
+    return d
+
+
+def load_lora_animator(directory, meta: dict, base_animator: nn.Module) -> nn.Module:
+    """The student animator of a LoRA export: ``base_animator`` (the loaded base bundle's; with a face path, its
+    weights moved into a network that has one) with the exported adapters and own weights loaded (strictly)."""
+    import json
+    from pathlib import Path
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from dancelcm.models.animator import Animator
+
+    d = Path(directory)
+    config = json.loads((d / "animator_config.json").read_text())
+    if config.get("face") and not base_animator.config.get("face"):
+        animator = Animator(**config)
+        missing, unexpected = animator.load_state_dict(base_animator.state_dict(), strict=False)
+        if unexpected or [k for k in missing if "face" not in k and "_ip" not in k]:
+            raise ValueError(f"{d}: the base bundle {meta['base']} does not fit this student's architecture")
+    else:
+        animator = base_animator
+    lora = meta["lora"]
+    spec = LoraSpec(int(lora["rank"]), float(lora["alpha"]), tuple(lora["target_modules"]), float(lora["dropout"]))
+    add_lora(animator.backbone, spec)
+    prefix = lora["prefix"] + "."
+    weights = {k.removeprefix(prefix): v for k, v in load_file(str(d / lora["weights"])).items()}
+    result = set_peft_model_state_dict(animator.backbone, weights, adapter_name=ADAPTER)
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{d / lora['weights']}: weights for no layer of the base: {result.unexpected_keys[:3]}")
+    loaded = {n for n, _ in animator.backbone.named_parameters() if ("lora_A" in n or "lora_B" in n)}
+    if len(weights) != len(loaded):
+        raise ValueError(f"{d / lora['weights']}: {len(weights)} adapter tensors for {len(loaded)} adapter weights")
+    if (d / OWN_WEIGHTS).is_file():
+        own = load_file(str(d / OWN_WEIGHTS))
+        missing, unexpected = animator.load_state_dict(own, strict=False)
+        if unexpected:
+            raise ValueError(f"{d / OWN_WEIGHTS}: weights for no parameter of the student: {unexpected[:3]}")
+    return animator.eval().requires_grad_(False)

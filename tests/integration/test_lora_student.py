@@ -3,17 +3,22 @@
 - the teacher view (adapters and the student's face path off) gives the frozen teacher's output exactly;
 - the EMA target is the closed-form fp32 EMA of the trainable weights (adapters, face path, aux head);
 - only adapters, face path and aux head train; checkpoints hold no base weight and resume exactly;
-- the exported student (adapters merged) samples as the training-time student.
+- the export holds the adapters in the diffusers / peft format (diffusers' LoRA loader reads them) and a
+  reference to the teacher bundle; loaded back, it samples as the training-time student.
 """
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from dancelcm.cli import ConfigError
+from dancelcm.cli import ConfigError, MissingPathError
 from dancelcm.lit.builders import build_module
 from dancelcm.models.bundle import load_bundle
 from dancelcm.models.lora import has_lora
@@ -155,7 +160,7 @@ def test_checkpoints_hold_no_base_weights_and_resume_exactly(synthetic_root, tea
     keys = list(ckpt["state_dict"])
     assert keys and all("base_layer" not in k for k in keys)
     assert not any(k.startswith(("student.animator.embedders.pose.", "teacher.")) for k in keys)
-    assert any("lora_B" in k for k in keys) and any(k.startswith("target.shadow_") for k in keys)
+    assert any("lora_B" in k for k in keys) and any(k.startswith("target.shadows.") for k in keys)
     _, resumed = run(_run_cfg(synthetic_root, teacher, 4, "ckpt_path=auto"), run_dir)
     straight_dir = tmp_path / "straight"
     _, straight = run(_run_cfg(synthetic_root, teacher, 4, "callbacks.export_every_n_steps=100"), straight_dir)
@@ -163,18 +168,59 @@ def test_checkpoints_hold_no_base_weights_and_resume_exactly(synthetic_root, tea
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
-    # the export (at the end of training): adapters merged into a plain network that samples as the student
-    bundle = load_bundle(straight_dir / "export")
-    assert not has_lora(bundle.animator) and bundle.meta["kind"] == "student"
-    assert has_lora(straight.student.animator)  # training's own network keeps its adapters
+    # the export (at the end of training): the adapters + the face path + a reference to the base bundle
+    d = straight_dir / "export"
+    meta = json.loads((d / "bundle.json").read_text())
+    assert meta["format"] == "lora" and meta["kind"] == "student" and Path(meta["base"]) == Path(teacher).resolve()
+    assert not (d / "unet").exists()  # no copy of the base weights
+    from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
+
+    read, _ = StableDiffusionLoraLoaderMixin.lora_state_dict(str(d))  # diffusers' own reader
+    assert read and all(k.startswith("unet.") and (".lora_A." in k or ".lora_B." in k) for k in read)
+    bundle = load_bundle(d)
+    assert has_lora(bundle.animator) and bundle.meta["sampling"]["scheduler"] == "TCDScheduler"
     batch, x0 = _batch_inputs(straight, instantiate(_run_cfg(synthetic_root, teacher, 4).data))
     t = torch.tensor([999, 249])
     net = straight.student.animator.eval()
     with torch.no_grad():
-        adapted = net(x0, t, net.conditions(batch, straight.autoencoder))
-        merged = bundle.animator.eval()(x0, t, bundle.animator.conditions(batch, bundle.autoencoder))
-    assert (adapted - straight.teacher(x0, t, straight.teacher.conditions(batch, straight.autoencoder))).abs().max() > 0
-    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
+        trained = net(x0, t, net.conditions(batch, straight.autoencoder))
+        loaded = bundle.animator(x0, t, bundle.animator.conditions(batch, bundle.autoencoder))
+        base = straight.teacher(x0, t, straight.teacher.conditions(batch, straight.autoencoder))
+    assert (trained - base).abs().max() > 0  # the student moved away from its teacher
+    assert torch.equal(loaded, trained)
+    # evaluate reads it like any student bundle (in-process, as `python -m dancelcm.evaluate` runs it)
+    from dancelcm import evaluate
+    from tests.unit.test_evaluation_commands import _compose as _compose_command
+
+    ecfg = _compose_command(
+        "evaluate",
+        [
+            f"teacher={teacher}",
+            f"students={{lora:'{d}'}}",
+            f"data.root={synthetic_root}",
+            "data.resolution=32",
+            "data.num_frames=4",
+            "data.face_size=16",
+            "data.val_batch_size=2",
+            "data.num_workers=0",
+            "max_clips=2",
+            "teacher_steps=[2]",
+            "vs_teacher.steps=2",
+            "student_steps=[1,4]",
+            "feature_net=null",
+            "sample_clips=0",
+            "reference_baseline=false",
+            f"out_dir={tmp_path / 'eval'}",
+        ],
+    )
+    assert {"lora 1-step", "lora 4-step"} <= set(evaluate.run(ecfg)["samplers"])
+    # a moved base is named with the field to edit
+    moved = tmp_path / "moved"
+    shutil.copytree(d, moved)
+    meta["base"] = str(tmp_path / "nowhere")
+    (moved / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(MissingPathError, match="bundle.json 'base'"):
+        load_bundle(moved)
 
 
 @pytest.mark.parametrize(

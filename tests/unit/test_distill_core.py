@@ -135,3 +135,27 @@ def test_multistep_sampler_renoises_between_steps():
     out = multistep_consistency_sample(student, noise, SCHED, 4, {}, torch.Generator().manual_seed(0))
     assert seen == [999, 749, 499, 249]
     torch.testing.assert_close(out, torch.full((3, 2), 0.5), atol=1e-4, rtol=0)  # the last step returns x0
+
+
+def test_every_sample_runs_the_target_on_the_whole_batch_with_the_same_targets():
+    """FSDP needs every rank to make the same forward calls: ``every_sample`` runs the target network on the whole
+    batch (also when every sample sits on a boundary) and keeps the boundary targets."""
+    seg = Segments(num_segments=4, num_grid=40)
+    x0, eps, _ = _batch(8)
+    calls = []
+
+    class Counting(Linear):
+        def forward(self, x, t, cond):
+            calls.append(x.shape[0])
+            return super().forward(x, t, cond)
+
+    n = torch.tensor([0, 10, 20, 30, 5, 15, 25, 35])  # four on a boundary, four inside
+    a = consistency_targets(Linear(1), Counting(2), SCHED, seg, x0, {}, n, eps)
+    b = consistency_targets(Linear(1), Counting(2), SCHED, seg, x0, {}, n, eps, every_sample=True)
+    assert calls == [4, 8]
+    torch.testing.assert_close(a.target, b.target, atol=1e-6, rtol=0)
+    calls.clear()
+    boundary_only = torch.tensor([0, 10, 20, 30])
+    consistency_targets(Linear(1), Counting(2), SCHED, seg, x0[:4], {}, boundary_only, eps[:4])
+    consistency_targets(Linear(1), Counting(2), SCHED, seg, x0[:4], {}, boundary_only, eps[:4], every_sample=True)
+    assert calls == [4]  # without the flag no call at all
