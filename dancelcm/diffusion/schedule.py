@@ -341,6 +341,7 @@ def is_flow_config(config: dict[str, Any]) -> bool:
         config.get("_class_name") == "FlowMatchEulerDiscreteScheduler"
         or config.get("use_flow_sigmas")
         or config.get("prediction_type") == "flow_prediction"
+        or "shift" in config  # a FlowMatchEuler config written without its class name (no VP scheduler has it)
     )
 
 

@@ -9,12 +9,14 @@ folder and never saved in checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
+from dancelcm.cli import ConfigError
 from dancelcm.diffusion import Segments
 from dancelcm.distill.consistency import LossWeights, consistency_targets, distillation_loss
 from dancelcm.distill.losses import motion_mask_latent, motion_weight
@@ -27,13 +29,17 @@ from dancelcm.lit.common import (
 )
 from dancelcm.lit.config import DistillConfig
 from dancelcm.models.animator import Animator, batch_conditions
-from dancelcm.models.bundle import Bundle, bundle_uncond, load_bundle
+from dancelcm.models.bundle import Bundle, bundle_fingerprint, bundle_uncond, load_bundle
 from dancelcm.models.conditioning import random_condition_dropout, with_dropped
 from dancelcm.models.ema import EMA, ParameterEMA
 from dancelcm.models.face import face_config, face_parameters
 from dancelcm.models.lora import SharedTeacher
 from dancelcm.models.student import lora_student, student_from_teacher
 from dancelcm.sampling import batch_noise, latent_shape, student_sampler, teacher_sampler
+
+
+def list_or_value(v):
+    return list(v) if isinstance(v, list | tuple) else v
 
 
 class DistillModule(L.LightningModule):
@@ -48,6 +54,8 @@ class DistillModule(L.LightningModule):
         self.nonfinite = NonFinite(cfg.nonfinite)
         self.lr_anneal = parse_anneal(cfg.lr_anneal, "method.lr_anneal")
         bundle = load_bundle(cfg.teacher, option="method.teacher")
+        # a LoRA student's checkpoints and exports hold no base weights: they name the base by this fingerprint
+        self.teacher_fingerprint = bundle_fingerprint(cfg.teacher) if cfg.student == "lora" else None
         self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
         self._segments = cfg.segments.build()
         steps = self.schedule.num_train_timesteps
@@ -136,7 +144,8 @@ class DistillModule(L.LightningModule):
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            # a LoRA export needs the trained weights only: never gather the frozen base to one rank
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=self.lora)
             state = get_model_state_dict(self.student.animator, options=options)
         if self.global_rank != 0:
             return
@@ -295,23 +304,50 @@ class DistillModule(L.LightningModule):
         return {f"student.{n}" for n, p in self.student.named_parameters() if not p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.teacher_fingerprint is not None:
+            checkpoint["teacher_fingerprint"] = self.teacher_fingerprint
         frozen = self._frozen_keys()
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.") and k not in frozen
         }
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A LoRA checkpoint holds no base weights: they are this module's, loaded from the teacher bundle; every
-        trained weight must be in it. (Under FSDP the strategy loads the state itself, before this hook and
-        non-strictly, since the frozen base is absent: the check is then not made.)"""
+    def check_checkpoint_keys(self, saved: set[str]) -> None:
+        """Every weight a LoRA checkpoint must hold (all but the frozen base) is in ``saved``; else stop naming them
+        (e.g. a checkpoint written without the EMA target would silently restart it)."""
         frozen = self._frozen_keys()
-        if not frozen or "state_dict" not in checkpoint:  # FSDP's strategy loaded (and removed) it already
-            return
-        saved = set(checkpoint["state_dict"])
         missing = [k for k in self.state_dict() if k not in frozen and k not in saved]
         if missing:
-            raise ValueError(f"the checkpoint lacks {len(missing)} trained weights of this LoRA student: {missing[:3]}")
+            raise ConfigError(
+                f"the checkpoint lacks {len(missing)} trained weights of this LoRA student: {missing[:3]} (was it "
+                "written with other method.target / method.face / loss.aux_weight settings?)"
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A LoRA checkpoint holds no base weights: they are this module's, loaded from the teacher bundle, which
+        must be the one it was trained on (fingerprint), with the same adapters; every trained weight must be in
+        it. (Under FSDP the strategy loads the state itself, before this hook: ``FSDPStrategy`` checks the keys.)"""
+        if not self.lora:
+            return
+        saved_fp = checkpoint.get("teacher_fingerprint")
+        if saved_fp and saved_fp != self.teacher_fingerprint:
+            raise ConfigError(
+                f"method.teacher={self.cfg.teacher}: this LoRA run was trained on another version of that bundle "
+                f"(fingerprint {saved_fp}, now {self.teacher_fingerprint}); its adapters only fit the original"
+            )
+        old = ((checkpoint.get("hyper_parameters") or {}).get("method") or {}).get("lora")
+        now = dataclasses.asdict(self.cfg.lora)
+        if old is not None:
+            changed = [k for k in now if k in old and list_or_value(old[k]) != list_or_value(now[k])]
+            if changed:
+                raise ConfigError(
+                    f"method.lora.{changed[0]}={now[changed[0]]}: the checkpoint's adapters were trained with "
+                    f"{old[changed[0]]}; resume with the same method.lora settings (or start a new run)"
+                )
+        if "state_dict" not in checkpoint:  # FSDP's strategy loaded (and removed) it already
+            return
+        self.check_checkpoint_keys(set(checkpoint["state_dict"]))
         if not self.sharded:
+            frozen = self._frozen_keys()
             own = self.state_dict()
             checkpoint["state_dict"] = {**{k: own[k] for k in frozen}, **checkpoint["state_dict"]}
 

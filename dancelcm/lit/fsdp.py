@@ -33,6 +33,33 @@ class FSDPStrategy(ModelParallelStrategy):
         self._data_parallel_size, self._tensor_parallel_size = self.world_size, 1
         super().setup_environment()
 
+    def lightning_module_state_dict(self) -> dict:
+        """The full state for rank 0's checkpoint file, without frozen weights the module rebuilds itself (a LoRA
+        student's base: ``_frozen_keys``), which are never gathered (14 B of fp32 would be 56 GB on one rank)."""
+        module = self.lightning_module
+        frozen = module._frozen_keys() if hasattr(module, "_frozen_keys") else set()
+        if not frozen or self._save_distributed_checkpoint:
+            return super().lightning_module_state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        trained = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        state = get_model_state_dict(module.student, options=trained)
+        state = {f"student.{k}": v for k, v in state.items()}
+        for name, child in module.named_children():
+            if name != "student":  # the EMA target's frozen shadows are state, not base: gathered in full
+                state.update({f"{name}.{k}": v for k, v in get_model_state_dict(child, options=full).items()})
+        return state
+
+    def load_checkpoint(self, checkpoint_path, weights_only=None) -> dict:
+        """Check the file's weight names against what the module must restore, then load (FSDP's loader is
+        non-strict for a LoRA student, whose file holds no base: without this a missing weight would pass)."""
+        module = self.lightning_module
+        if hasattr(module, "check_checkpoint_keys") and getattr(module, "lora", False):
+            names = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]
+            module.check_checkpoint_keys(set(names))
+        return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+
 
 # children of a diffusers backbone that hold its repeated blocks (UNets; video transformers)
 BLOCK_LISTS = ("down_blocks", "up_blocks", "blocks", "transformer_blocks")
@@ -54,6 +81,9 @@ def _shard(module: nn.Module, mesh, mp_policy) -> None:
     # every unit reshards after its forward (the root too): between forward passes each weight is its sharded
     # DTensor, which the EMA target swaps values into
     fully_shard(module, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=True)
+    # a trainable weight without a gradient on one rank (unused there) still takes part in the reduce-scatter, so
+    # every rank's collective has the same size
+    module.set_reduce_scatter_unused_params(True)
 
 
 def shard_animator(animator: nn.Module, mesh, mp_policy) -> None:
@@ -81,14 +111,22 @@ def mixed_precision(precision: str):
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     if str(precision).startswith("bf16"):
-        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        # inputs keep their dtype: a flow network's timestep (sigma x 1000, float32) must not be rounded to bf16
+        # (997.3 -> 996); the compute dtype inside comes from the weights and Lightning's autocast
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
     return MixedPrecisionPolicy()
 
 
 def shard_distillation(module, mesh, precision: str) -> None:
     """Shard a :class:`dancelcm.lit.distill.DistillModule`'s networks as the module docstring says."""
+    from dancelcm.cli import ConfigError
     from dancelcm.models.ema import EMA, ParameterEMA
 
+    if str(precision).startswith("bf16") and module.cfg.teacher_dtype == "float32":
+        raise ConfigError(
+            "method.teacher_dtype=float32: under trainer=fsdp with a bf16 precision the sharded networks compute in "
+            "bf16 (teacher and target included); use method.teacher_dtype=auto, or trainer.precision=32-true"
+        )
     policy = mixed_precision(precision)
     student = module.student
     shard_student(student, mesh, policy)

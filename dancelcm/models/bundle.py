@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dancelcm.cli import MissingPathError
+from dancelcm.cli import ConfigError, MissingPathError
 from dancelcm.diffusion import Schedule, Segments, schedule_from_config
 from dancelcm.models.animator import Animator
 from dancelcm.models.autoencoder import build_autoencoder
@@ -143,6 +143,25 @@ def student_scheduler(meta: dict) -> tuple[TCDScheduler, dict]:
     return scheduler, sampling
 
 
+def bundle_fingerprint(directory: str | Path) -> str:
+    """A cheap identity of a bundle folder's contents: every file's relative name and size, and a hash of its first
+    and last MiB (a retrained or re-exported bundle changes it; reading 28 GB of weights is not needed). Stored
+    with what depends on the exact weights of a base bundle: a LoRA student's export and checkpoints."""
+    import hashlib
+
+    d = Path(directory)
+    h = hashlib.sha256()
+    for f in sorted(p for p in d.rglob("*") if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(d)}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(2**20))
+            if size > 2**21:
+                fh.seek(-(2**20), 2)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
 def student_scheduler_for(meta: dict):
     """A student's diffusers sampler and its ``bundle.json`` record, for its teacher's kind of schedule."""
     from dancelcm.diffusion.schedule import is_flow_config
@@ -223,6 +242,13 @@ def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
                 "not there: put the teacher bundle back there or edit 'base' to where it is now"
             )
         base = load_bundle(meta["base"], option=f"{d}/bundle.json base")
+        found = bundle_fingerprint(meta["base"])
+        if meta.get("base_fingerprint") and found != meta["base_fingerprint"]:
+            raise ConfigError(
+                f"{option}={d}: this LoRA student adapts the bundle {meta['base']} as it was when trained "
+                f"(fingerprint {meta['base_fingerprint']}), but the folder there has changed ({found}): its adapters "
+                "would sit on other weights. Point bundle.json 'base' at the original teacher bundle"
+            )
         animator = load_lora_animator(d, meta, base.animator)
         return Bundle(animator, schedule_from_config(meta["scheduler"]), base.autoencoder, meta)
     animator = Animator.from_pretrained(d)

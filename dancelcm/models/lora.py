@@ -206,7 +206,15 @@ def save_lora_bundle(directory, animator: nn.Module, spec: LoraSpec, meta: dict,
         "prefix": lora_prefix(animator.backbone),
         "weights": LORA_WEIGHTS,
     }
-    meta = {**meta, "format": "lora", "base": str(Path(base).resolve()), "lora": lora}
+    from dancelcm.models.bundle import bundle_fingerprint
+
+    meta = {
+        **meta,
+        "format": "lora",
+        "base": str(Path(base).resolve()),
+        "base_fingerprint": bundle_fingerprint(base),
+        "lora": lora,
+    }
     scheduler, sampling = student_scheduler_for(meta)
     meta = {**meta, "sampling": {**meta.get("sampling", {}), **sampling}}
     scheduler.save_pretrained(str(d / "scheduler"))

@@ -39,7 +39,13 @@ def wiener_gain(scheduler: dict, detail_std: float) -> tuple[torch.Tensor, torch
     """Per training timestep: the gain ``d^2 a_t / (d^2 a_t^2 + s_t^2)`` that recovers a band of std ``d`` from
     ``x_t`` (~1 / a_t while the noise is below the band, 0 at the top), and the noise level ``(s_t, a_t)``."""
     from dancelcm.diffusion import NoiseSchedule
+    from dancelcm.diffusion.schedule import is_flow_config
 
+    if is_flow_config(dict(scheduler)):
+        raise ValueError(
+            "model.animator.input_skip is made for a variance-preserving schedule (its gain is indexed by the "
+            "integer timestep); a flow-matching teacher has none: set model.animator.input_skip=null"
+        )
     sched = NoiseSchedule.from_scheduler_config(scheduler, prediction_type="sample")  # only its a_t, s_t
     a, s = sched.coefficients(torch.arange(sched.num_train_timesteps))
     d2 = detail_std**2

@@ -19,14 +19,21 @@ from tests.conftest import run_module
 from tests.integration.test_resume import _base, _losses
 
 LORA = ["method.student=lora", "method.lora.rank=4", "method.lora.alpha=4"]
+# steps large enough that a lost gradient, adapter, EMA or optimizer state shows in the losses and the weights
+MOVE = ["method.warmup_steps=0", "method.lr=1e-3"]
 FSDP = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 
 
 def _train(run, synthetic_root, teacher, steps, *extra):
     run.parent.mkdir(parents=True, exist_ok=True)
     args = [a for a in _base(run, synthetic_root, teacher) if not a.startswith("trainer.max_steps=")]
-    run_module([*args, f"trainer.max_steps={steps}", *extra], run.parent)
+    run_module([*args, f"trainer.max_steps={steps}", *MOVE, *extra], run.parent)
     return _losses(run)
+
+
+def _trained(run) -> dict[str, torch.Tensor]:
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith(("student.", "target."))}
 
 
 def test_fsdp_strategy_composes_as_pure_data_parallel_sharding():
@@ -51,6 +58,23 @@ def test_two_fsdp_ranks_train_like_one_process_with_the_global_batch(student, mi
     ckpt = torch.load(tmp_path / "fsdp" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     keys = list(ckpt["state_dict"])
     assert ckpt["global_step"] == 3 and keys
+    a, b = _trained(tmp_path / "single" / "run"), _trained(tmp_path / "fsdp" / "run")
+    assert a.keys() == b.keys()
+    # the same trained weights and EMA, gathered from the shards: the two runs differ by far less than training moved
+    # them (elementwise, Adam's normalisation turns the last-bit differences of a 2-rank gradient average into
+    # visible ones where a gradient is near zero; the norm over all weights is the meaningful comparison)
+    from dancelcm.models.bundle import load_bundle
+
+    if student == "lora":  # LoRA B starts at zero
+        start = {k: torch.zeros_like(v) for k, v in a.items() if k.startswith("student.") and "lora_B" in k}
+    else:
+        start = {f"student.animator.{k}": v for k, v in load_bundle(micro_teacher).animator.state_dict().items()}
+    keys = [k for k in a if k in start and a[k].is_floating_point()]
+    update = sum(((a[k] - start[k]) ** 2).sum() for k in keys).sqrt()
+    between = sum(((a[k] - b[k]) ** 2).sum() for k in keys).sqrt()
+    assert update > 1e-2 and between < 1e-3 * update, (float(update), float(between))
+    for k in (k for k in a if k.startswith("target.")):
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-3, msg=k)
     if student == "lora":  # one full-state file from rank 0, without the frozen base
         assert all("base_layer" not in k for k in keys) and any("lora_B" in k for k in keys)
 
@@ -69,6 +93,10 @@ def test_fsdp_checkpoint_resumes_exactly_and_exports_the_adapters(micro_teacher,
     assert sorted(first) == [0, 1, 2] and sorted(resumed) == list(range(5)) == sorted(straight)
     for s in straight:
         assert resumed[s] == pytest.approx(straight[s], rel=1e-6, abs=1e-7), (s, straight[s], resumed[s])
+    a, b = _trained(tmp_path / "a" / "run"), _trained(run)
+    assert a.keys() == b.keys() and any("lora_B" in k for k in a) and any(k.startswith("target.") for k in a)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
     bundle = load_bundle(run / "export")
     assert bundle.meta["kind"] == "student" and bundle.meta["training"]["global_step"] == 5
     assert bundle.meta["format"] == "lora" and has_lora(bundle.animator)  # gathered from the shards, rank 0 wrote

@@ -141,6 +141,8 @@ def _run_cfg(root, teacher, max_steps, *extra):
         root,
         teacher,
         "method.segments.num_grid=8",
+        "method.warmup_steps=0",  # steps large enough that a lost adapter, EMA or optimizer state shows
+        "method.lr=1e-3",
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
         "trainer.enable_progress_bar=false",
@@ -221,6 +223,20 @@ def test_checkpoints_hold_no_base_weights_and_resume_exactly(synthetic_root, tea
     (moved / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(MissingPathError, match="bundle.json 'base'"):
         load_bundle(moved)
+    # a base that changed since (retrained or re-exported in place) is refused: the adapters would sit on other weights
+    changed = tmp_path / "changed_teacher"
+    shutil.copytree(teacher, changed)
+    bj = json.loads((changed / "bundle.json").read_text())
+    (changed / "bundle.json").write_text(json.dumps({**bj, "note": "re-exported"}))
+    meta["base"] = str(changed)
+    (moved / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="fingerprint"):
+        load_bundle(moved)
+    # resuming with other adapter settings, or on a changed teacher, stops naming the option
+    with pytest.raises(ConfigError, match="method.lora.alpha=8"):
+        run(_run_cfg(synthetic_root, teacher, 6, "ckpt_path=auto", "method.lora.alpha=8"), run_dir)
+    with pytest.raises(ConfigError, match="another version of that bundle"):
+        run(_run_cfg(synthetic_root, changed, 6, "ckpt_path=auto"), run_dir)
 
 
 @pytest.mark.parametrize(

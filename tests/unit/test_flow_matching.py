@@ -185,3 +185,26 @@ def test_samplers_feed_the_network_sigma_times_1000_at_the_segment_edges():
     assert seen == [round(float(t), 3) for t in ref.timesteps]
     # v = 0 means x0 = x: every state stays finite and the last step returns x0
     assert torch.isfinite(out).all()
+
+
+def test_flow_renoise_has_the_marginal_of_the_target_level():
+    """Re-noising a state at s to the level t (the LCM / TCD sampler) gives x_t's distribution given x0:
+    mean a_t x0, standard deviation s_t (the VP formula sqrt(1 - r^2) would not)."""
+    sched = FlowMatchSchedule(1000, 3.0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((200_000,), 0.7)
+    s, t = 99, 749
+    x_s = sched.jump(x0, torch.randn(x0.shape, generator=g), s)
+    x_t = sched.renoise(x_s, s, t, torch.randn(x0.shape, generator=g))
+    a_t, s_t = (float(c) for c in sched.coefficients(t))
+    assert abs(x_t.mean().item() - a_t * 0.7) < 0.01
+    assert abs(x_t.std().item() - s_t) < 0.01
+
+
+def test_a_flow_config_without_its_class_name_is_still_flow_and_input_skip_refuses_it():
+    from dancelcm.models.output_stages import wiener_gain
+
+    sched = schedule_from_config({"num_train_timesteps": 1000, "shift": 3.0})
+    assert isinstance(sched, FlowMatchSchedule) and sched.shift == 3.0
+    with pytest.raises(ValueError, match="input_skip"):
+        wiener_gain(dict(FLOW), 0.1)
