@@ -137,8 +137,7 @@ class DistillModule(L.LightningModule):
         """The export (``ExportBundle``): every rank calls it (under FSDP the weights are gathered, a collective);
         rank 0 writes. A full student: a plain bundle. A LoRA student: its adapters in the diffusers / peft format,
         its face path, and a reference to the teacher bundle it adapts (``models.lora.save_lora_bundle``)."""
-        from dancelcm.models.bundle import save_bundle
-        from dancelcm.models.lora import save_lora_bundle
+        from dancelcm.models.bundle import save_bundle, save_lora_bundle
 
         state = None
         if self.sharded:

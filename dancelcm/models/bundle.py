@@ -205,6 +205,87 @@ def save_bundle(directory: str | Path, animator: Animator, meta: dict, autoencod
     return d
 
 
+# -- LoRA students: the adapters in the diffusers / peft format + the base bundle's path --------------------------
+def save_lora_bundle(directory, animator, spec, meta: dict, base: str, state=None):
+    """A LoRA student's export: ``pytorch_lora_weights.safetensors`` (peft format with the diffusers prefix),
+    ``adapter_config.json`` (peft's LoraConfig), ``student_weights.safetensors`` (its face path), the student's
+    ``animator_config.json``, ``bundle.json`` (``lora``: rank, alpha, targets, prefix; ``base``: the teacher bundle
+    whose weights it adapts, as an absolute path) and ``scheduler/`` as for any student. A few MB, whatever the base's
+    size. :func:`dancelcm.models.bundle.load_bundle` reads it back (base + adapters)."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    from dancelcm.models.lora import LORA_WEIGHTS, OWN_WEIGHTS, lora_prefix, lora_state_dicts
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    adapters, own = lora_state_dicts(animator, state)
+    save_file(adapters, str(d / LORA_WEIGHTS), metadata={"format": "pt"})
+    if own:
+        save_file(own, str(d / OWN_WEIGHTS))
+    config = LoraConfig(
+        r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.target_modules)
+    )
+    (d / "adapter_config.json").write_text(json.dumps(config.to_dict(), indent=1, default=list))
+    (d / "animator_config.json").write_text(json.dumps(dict(animator.config), indent=1))
+    lora = {
+        "rank": spec.rank,
+        "alpha": spec.alpha,
+        "target_modules": list(spec.target_modules),
+        "dropout": spec.dropout,
+        "prefix": lora_prefix(animator.backbone),
+        "weights": LORA_WEIGHTS,
+    }
+    meta = {
+        **meta,
+        "format": "lora",
+        "base": str(Path(base).resolve()),
+        "base_fingerprint": bundle_fingerprint(base),
+        "lora": lora,
+    }
+    scheduler, sampling = student_scheduler_for(meta)
+    meta = {**meta, "sampling": {**meta.get("sampling", {}), **sampling}}
+    scheduler.save_pretrained(str(d / "scheduler"))
+    (d / "bundle.json").write_text(json.dumps(meta, indent=1))
+    return d
+
+
+def load_lora_animator(directory, meta: dict, base_animator: Animator) -> Animator:
+    """The student animator of a LoRA export: ``base_animator`` (the loaded base bundle's; with a face path, its
+    weights moved into a network that has one) with the exported adapters and own weights loaded (strictly)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from dancelcm.models.lora import ADAPTER, OWN_WEIGHTS, LoraSpec, add_lora
+
+    d = Path(directory)
+    config = json.loads((d / "animator_config.json").read_text())
+    if config.get("face") and not base_animator.config.get("face"):
+        animator = Animator(**config)
+        missing, unexpected = animator.load_state_dict(base_animator.state_dict(), strict=False)
+        if unexpected or [k for k in missing if "face" not in k and "_ip" not in k]:
+            raise ValueError(f"{d}: the base bundle {meta['base']} does not fit this student's architecture")
+    else:
+        animator = base_animator
+    lora = meta["lora"]
+    spec = LoraSpec(int(lora["rank"]), float(lora["alpha"]), tuple(lora["target_modules"]), float(lora["dropout"]))
+    add_lora(animator.backbone, spec)
+    prefix = lora["prefix"] + "."
+    weights = {k.removeprefix(prefix): v for k, v in load_file(str(d / lora["weights"])).items()}
+    result = set_peft_model_state_dict(animator.backbone, weights, adapter_name=ADAPTER)
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{d / lora['weights']}: weights for no layer of the base: {result.unexpected_keys[:3]}")
+    loaded = {n for n, _ in animator.backbone.named_parameters() if ("lora_A" in n or "lora_B" in n)}
+    if len(weights) != len(loaded):
+        raise ValueError(f"{d / lora['weights']}: {len(weights)} adapter tensors for {len(loaded)} adapter weights")
+    if (d / OWN_WEIGHTS).is_file():
+        own = load_file(str(d / OWN_WEIGHTS))
+        missing, unexpected = animator.load_state_dict(own, strict=False)
+        if unexpected:
+            raise ValueError(f"{d / OWN_WEIGHTS}: weights for no parameter of the student: {unexpected[:3]}")
+    return animator.eval().requires_grad_(False)
+
+
 # How the embedded-default teacher (checkpoints/synthetic_teacher) is made: the hint of a missing-bundle error.
 TEACHER_COMMAND = (
     "make teacher (python -m dancelcm.train +experiment=synthetic_teacher, then "
@@ -234,8 +315,6 @@ def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
         raise MissingPathError(f"{option}={d}: {what}. {hint}")
     meta = json.loads((d / "bundle.json").read_text())
     if meta.get("format") == "lora":  # a LoRA student: its base bundle + the adapters in this folder
-        from dancelcm.models.lora import load_lora_animator
-
         if not (Path(meta["base"]) / "bundle.json").is_file():
             raise MissingPathError(
                 f"{option}={d}: this LoRA student adapts the bundle {meta['base']} (bundle.json 'base'), which is "
