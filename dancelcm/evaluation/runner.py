@@ -219,14 +219,16 @@ def build_samplers(cfg: DictConfig, bundle, device: str) -> tuple[list[Sampler],
 
 
 def reference_cache(cfg: DictConfig, reference: str | None) -> ReferenceCache | None:
-    """``cfg.reference_cache``'s file for the reference sampler, keyed by the teacher (path and weights' time),
-    the sampler, the seed and the clips' data; None without a reference or a file."""
+    """``cfg.reference_cache``'s file for the reference sampler, keyed by the teacher's contents (its bundle
+    fingerprint: the same files anywhere, e.g. in a git worktree, share a cache; a retrained teacher does not), the
+    sampler, the seed and the clips' data; None without a reference or a file."""
+    from dancelcm.models.bundle import bundle_fingerprint
+
     if not (reference and cfg.get("reference_cache")):
         return None
     d = cfg.data
     key = {
-        "teacher": str(Path(cfg.teacher).resolve()),
-        "weights_mtime": max(p.stat().st_mtime for p in Path(cfg.teacher).rglob("*") if p.is_file()),
+        "teacher": bundle_fingerprint(cfg.teacher),
         "sampler": reference,
         "seed": int(cfg.seed),
         "data": [str(Path(d.root).resolve())]

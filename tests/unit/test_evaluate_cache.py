@@ -81,3 +81,29 @@ def test_an_interrupted_evaluation_keeps_the_reference_batches_it_finished(tmp_p
     calls.clear()
     evaluate(_samplers(calls), loader, shape, reference="teacher", reference_cache=cache)
     assert calls == [3]  # only the third batch is new
+
+
+def test_the_cache_key_follows_the_teachers_contents_not_its_path_or_time(tmp_path):
+    """A copy of the teacher elsewhere (a git worktree) shares the cache; a changed teacher does not."""
+    import os
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from dancelcm.evaluation.runner import reference_cache
+    from tests.configs.test_experiment_configs import _save_micro_teacher
+
+    teacher, _ = _save_micro_teacher(tmp_path / "teacher")
+    copy = tmp_path / "worktree" / "teacher"
+    shutil.copytree(teacher, copy)
+    for f in copy.rglob("*"):
+        os.utime(f, (1, 1))  # other times, same bytes
+
+    def key(t):
+        data = {"root": str(tmp_path), "val_split": "test", "val_clips_per_video": 1, "num_frames": 4}
+        cfg = OmegaConf.create({"teacher": str(t), "reference_cache": str(tmp_path / "c.pt"), "seed": 0, "data": data})
+        return reference_cache(cfg, "teacher DDIM-50 CFG 2").key
+
+    assert key(teacher) == key(copy)
+    (copy / "bundle.json").write_text((copy / "bundle.json").read_text().replace('"kind"', '"kind" ', 1))
+    assert key(teacher) != key(copy)
