@@ -100,3 +100,20 @@ def test_fsdp_checkpoint_resumes_exactly_and_exports_the_adapters(micro_teacher,
     bundle = load_bundle(run / "export")
     assert bundle.meta["kind"] == "student" and bundle.meta["training"]["global_step"] == 5
     assert bundle.meta["format"] == "lora" and has_lora(bundle.animator)  # gathered from the shards, rank 0 wrote
+
+
+@pytest.mark.slow
+def test_fsdp_bf16_mixed_trains_with_fp32_weights_ema_and_checkpoints(micro_teacher, synthetic_root, tmp_path):
+    """bf16 compute (FSDP2's param dtype) with fp32 sharded weights, EMA shadows and checkpoint, and activation
+    checkpointing on: the losses stay within bf16's reach of the fp32 run's."""
+    bf16 = [a for a in FSDP if not a.startswith("trainer.precision=")]
+    bf16 += ["trainer.precision=bf16-mixed", "model.animator.gradient_checkpointing=true"]
+    fp32 = _train(tmp_path / "fp32" / "run", synthetic_root, micro_teacher, 3, *LORA, *FSDP, "data.batch_size=1")
+    mixed = _train(tmp_path / "bf16" / "run", synthetic_root, micro_teacher, 3, *LORA, *bf16, "data.batch_size=1")
+    assert sorted(mixed) == [0, 1, 2]
+    for s in mixed:
+        assert mixed[s] == pytest.approx(fp32[s], rel=0.05), (s, fp32[s], mixed[s])
+    state = torch.load(tmp_path / "bf16" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    floats = {k: v.dtype for k, v in state.items() if v.is_floating_point()}
+    assert floats and set(floats.values()) == {torch.float32}
+    assert any(k.startswith("target.shadows.") for k in floats)
