@@ -32,6 +32,14 @@ CLEAN = -1
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
+def _broadcast(a: torch.Tensor, s: torch.Tensor, like: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, s)`` shaped to broadcast against ``like`` (batch on dim 0) and on its device; unchanged without it."""
+    if like is None:
+        return a, s
+    shape = (-1,) + (1,) * (like.ndim - 1) if a.ndim else ()
+    return a.reshape(shape).to(like.device), s.reshape(shape).to(like.device)
+
+
 class Schedule(ABC):
     """What samplers and the distillation need of a schedule; the two subclasses fill in the tables."""
 
@@ -156,11 +164,7 @@ class NoiseSchedule(Schedule):
         """``(a_t, s_t)`` as float32, shaped to broadcast against ``like`` (batch on dim 0)."""
         i = self._index(t).cpu()
         a, s = self._a[i], self._s[i]
-        if like is not None:
-            shape = (-1,) + (1,) * (like.ndim - 1) if a.ndim else ()
-            a = a.reshape(shape).to(like.device)
-            s = s.reshape(shape).to(like.device)
-        return a, s
+        return _broadcast(a, s, like)
 
     def network_timestep(self, t: torch.Tensor) -> torch.Tensor:
         """The integer timestep itself (a VP network is trained on the table index)."""
@@ -297,11 +301,7 @@ class FlowMatchSchedule(Schedule):
     def coefficients(self, t, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         sigma = self.sigma(torch.as_tensor(t).cpu())
         a, s = (1 - sigma).float(), sigma.float()
-        if like is not None:
-            shape = (-1,) + (1,) * (like.ndim - 1) if a.ndim else ()
-            a = a.reshape(shape).to(like.device)
-            s = s.reshape(shape).to(like.device)
-        return a, s
+        return _broadcast(a, s, like)
 
     def network_timestep(self, t: torch.Tensor) -> torch.Tensor:
         """``sigma_t * T`` as float32: what diffusers' flow schedulers feed the transformer (``timesteps``)."""

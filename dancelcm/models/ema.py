@@ -10,6 +10,14 @@ import torch
 from torch import nn
 
 
+def effective_decay(decay: float, warmup: bool, num_updates: torch.Tensor) -> float:
+    """The decay of the next update: with ``warmup``, ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates."""
+    if not warmup:
+        return decay
+    n = float(num_updates)
+    return min(decay, (1 + n) / (10 + n))
+
+
 class EMA(nn.Module):
     """``shadow <- decay * shadow + (1 - decay) * online`` after each real optimizer step.
 
@@ -29,10 +37,7 @@ class EMA(nn.Module):
 
     @torch.no_grad()
     def update(self, model: nn.Module, decay: float | None = None) -> None:
-        d = self.decay if decay is None else decay
-        if self.warmup:
-            n = float(self.num_updates)
-            d = min(d, (1 + n) / (10 + n))
+        d = effective_decay(self.decay if decay is None else decay, self.warmup, self.num_updates)
         online = [p.detach().float() for p in model.parameters()]
         shadow = list(self.shadow.parameters())
         if len(online) != len(shadow):
@@ -79,10 +84,7 @@ class ParameterEMA(nn.Module):
 
     @torch.no_grad()
     def update(self, model: nn.Module, decay: float | None = None) -> None:
-        d = self.decay if decay is None else decay
-        if self.warmup:
-            n = float(self.num_updates)
-            d = min(d, (1 + n) / (10 + n))
+        d = effective_decay(self.decay if decay is None else decay, self.warmup, self.num_updates)
         torch._foreach_lerp_(list(self.shadows), [p.detach().float() for p in self._params(model)], 1.0 - d)
         self.num_updates += 1
 

@@ -136,9 +136,6 @@ class SharedTeacher:
     def eval(self) -> SharedTeacher:
         return self
 
-    def requires_grad_(self, flag: bool = False) -> SharedTeacher:
-        return self
-
     def to(self, *args, **kwargs) -> SharedTeacher:  # the weights move with the student
         return self
 
