@@ -166,8 +166,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     ]
     if c.get("sample_videos"):
         callbacks.append(SampleVideos(**c.sample_videos))
-    if c.get("export_every_n_steps") is not None:
-        callbacks.append(ExportBundle(every_n_steps=c.export_every_n_steps))
+    if c.get("export_every_n_steps") is not None or c.get("export_at_steps"):
+        callbacks.append(
+            ExportBundle(every_n_steps=c.get("export_every_n_steps"), keep_at_steps=c.get("export_at_steps"))
+        )
     for extra in c.get("extra") or []:  # user callbacks: {_target_: module.Class, ...}
         callbacks.append(instantiate(extra))
     return callbacks

@@ -74,19 +74,32 @@ class SampleVideos(L.Callback):
 
 class ExportBundle(L.Callback):
     """Writes the model (EMA weights when present) as a bundle folder every ``every_n_steps`` and at the
-    end of training: ``<run>/export/`` is what gets shipped or loaded by later stages."""
+    end of training: ``<run>/export/`` is what gets shipped or loaded by later stages.
 
-    def __init__(self, every_n_steps: int = 500, dirname: str = "export"):
+    ``keep_at_steps`` also keeps a snapshot at each of those steps in ``<run>/exports/step_NNNNNNN/``, never
+    overwritten: a convergence study evaluates one run at several budgets. Lightning runs checkpoint callbacks
+    after this one, so a snapshot is on disk before the checkpoint of its step; a run resumed past a step whose
+    snapshot is missing (an older run, or one killed mid-write) says so rather than pretend."""
+
+    def __init__(self, every_n_steps: int | None = 500, dirname: str = "export", keep_at_steps=()):
         self.every, self.dirname = every_n_steps, dirname
+        self.keep = sorted({int(s) for s in keep_at_steps or ()})
+        if any(s <= 0 for s in self.keep):
+            raise ValueError(f"callbacks.export_at_steps={self.keep}: steps must be positive optimizer steps")
 
-    def _export(self, trainer, pl_module):
+    @staticmethod
+    def snapshot_dir(run_dir, step: int) -> Path:
+        return Path(run_dir) / "exports" / f"step_{step:07d}"
+
+    def _export(self, trainer, pl_module, d: Path | None = None):
         from dancelcm.models.bundle import save_bundle
 
         # written beside the export, then swapped in: a kill mid-write never leaves a half-written export
         # (between the two renames the previous one is complete in .export.old)
-        d = Path(trainer.default_root_dir) / self.dirname
+        d = d or Path(trainer.default_root_dir) / self.dirname
         new, old = d.with_name(f".{d.name}.new"), d.with_name(f".{d.name}.old")
         if trainer.is_global_zero:
+            d.parent.mkdir(parents=True, exist_ok=True)
             for stale in (new, old):
                 shutil.rmtree(stale, ignore_errors=True)
         if hasattr(pl_module, "write_export"):  # every rank: FSDP gathers the weights (rank 0 writes)
@@ -100,8 +113,28 @@ class ExportBundle(L.Callback):
             shutil.rmtree(old, ignore_errors=True)
             log.info("exported the model at step %d to %s", trainer.global_step, d)
 
+    def on_train_start(self, trainer, pl_module):
+        missed = [
+            s
+            for s in self.keep
+            if s < trainer.global_step and not (self.snapshot_dir(trainer.default_root_dir, s) / "bundle.json").exists()
+        ]
+        if missed and trainer.is_global_zero:
+            log.warning(
+                "resumed at step %d without the export snapshots of steps %s (callbacks.export_at_steps): they "
+                "cannot be made any more; train a fresh run to have them",
+                trainer.global_step,
+                missed,
+            )
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.every and trainer.global_step % self.every == 0 and trainer.global_step > 0:
+        step = trainer.global_step
+        if step == getattr(self, "_done", None):  # gradient accumulation: several batches end at one step
+            return
+        self._done = step
+        if step in self.keep:
+            self._export(trainer, pl_module, self.snapshot_dir(trainer.default_root_dir, step))
+        if self.every and step % self.every == 0 and step > 0:
             self._export(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module):

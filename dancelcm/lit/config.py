@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dancelcm.cli import ConfigError
-from dancelcm.diffusion.segments import Segments
+from dancelcm.diffusion.schedule import Schedule
+from dancelcm.diffusion.segments import GRIDS, Segments
 from dancelcm.lit.common import parse_step_schedule
 
 
@@ -155,17 +156,22 @@ class SegmentsConfig(MethodConfig):
     num_segments: int = option(int_at_least(1), "must be an integer >= 1 (K, the student's sampling steps)")
     num_grid: int = option(int_at_least(1), "must be an integer >= 1 (N, the teacher's ODE steps; K divides it)")
     num_train_timesteps: int = option(int_at_least(1), "must be an integer >= 1 (T, the teacher's timesteps)")
+    grid: str = option(one_of(*GRIDS), f"choose one of {', '.join(GRIDS)} (the teacher's grid, finer at the clean end)")
 
     def check(self, prefix: str) -> None:
         try:
-            Segments(**dataclasses.asdict(self))
+            self.build()
         except ValueError as e:
             raise ConfigError(f"{prefix}={show(dataclasses.asdict(self))}: {e}") from e
 
-    def build(self, num_segments: int | None = None) -> Segments:
-        """The Segments object (with another K for a curriculum step)."""
+    def build(self, num_segments: int | None = None, schedule: Schedule | None = None) -> Segments:
+        """The Segments object (with another K for a curriculum step); a non-uniform grid reads ``schedule``'s
+        log-SNR (without it, only the sizes are checked)."""
         k = self.num_segments if num_segments is None else num_segments
-        return Segments(num_segments=k, num_grid=self.num_grid, num_train_timesteps=self.num_train_timesteps)
+        sizes = dict(num_segments=k, num_grid=self.num_grid, num_train_timesteps=self.num_train_timesteps)
+        if schedule is None:
+            return Segments(grid_kind=self.grid, **sizes)
+        return Segments.for_schedule(schedule, self.grid, **sizes)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class DistillModule(L.LightningModule):
         # a LoRA student's checkpoints and exports hold no base weights: they name the base by this fingerprint
         self.teacher_fingerprint = bundle_fingerprint(cfg.teacher) if cfg.student == "lora" else None
         self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
-        self._segments = cfg.segments.build()
+        self._segments = cfg.segments.build(schedule=self.schedule)
         steps = self.schedule.num_train_timesteps
         if self._segments.num_train_timesteps != steps:  # the grid would miss (or overrun) the teacher's timesteps
             raise ValueError(
@@ -97,7 +97,7 @@ class DistillModule(L.LightningModule):
         k = int(value_at(self.curriculum, self.global_step, self._segments.num_segments))
         if k == self._segments.num_segments:
             return self._segments
-        return self.cfg.segments.build(k)
+        return self.cfg.segments.build(k, self.schedule)
 
     @property
     def lora(self) -> bool:
@@ -401,5 +401,5 @@ class DistillModule(L.LightningModule):
             },
             "sampling": {"steps": seg.num_segments, "guidance": 1.0},
             "teacher": str(self.cfg.teacher),
-            "training": {"global_step": int(self.global_step)},
+            "training": {"global_step": int(self.global_step), "grid": seg.grid_kind},
         }

@@ -121,3 +121,36 @@ def test_a_run_shorter_than_the_checkpoint_interval_keeps_its_mid_epoch_last_ste
     # written after the last step (resumable exactly), not at the end of fit (which marks the epoch finished)
     assert ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 0
     assert ckpt["PoseVideoDataModule"] == {"epoch": 0, "batches": 2}
+
+
+def test_export_snapshots_at_chosen_steps_survive_a_resume_and_equal_a_run_of_that_length(
+    synthetic_root, tmp_path, caplog
+):
+    """callbacks.export_at_steps keeps exports/step_N (a convergence study evaluates one run at several budgets):
+    the step-2 snapshot of a 5-step run, interrupted at 3 and resumed, equals the export of a 2-step run."""
+    from safetensors.torch import load_file
+
+    teacher, _ = _save_micro_teacher(tmp_path / "teacher")
+    run_dir = tmp_path / "run"
+    snap = ["callbacks.export_at_steps=[2,4]"]
+    run(_cfg(synthetic_root, teacher, 3, *snap), run_dir)  # stops at 3 (checkpoint at 3), resumed to 5
+    run(_cfg(synthetic_root, teacher, 5, "ckpt_path=auto", *snap), run_dir)
+    assert sorted(p.name for p in (run_dir / "exports").iterdir()) == ["step_0000002", "step_0000004"]
+    run(_cfg(synthetic_root, teacher, 2, "callbacks.export_every_n_steps=100"), tmp_path / "short")
+    weights = sorted(p.name for p in (tmp_path / "short" / "export").glob("*.safetensors"))
+    assert weights
+    for name in weights:
+        a = load_file(run_dir / "exports" / "step_0000002" / name)
+        b = load_file(tmp_path / "short" / "export" / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{name}:{k}")
+    # a resumed run past a snapshot step it never wrote says so
+    shutil.rmtree(run_dir / "exports" / "step_0000004")
+    with caplog.at_level(logging.WARNING):
+        run(_cfg(synthetic_root, teacher, 6, "ckpt_path=auto", *snap), run_dir)
+    assert "without the export snapshots of steps [4]" in caplog.text
+    with pytest.raises(ValueError, match="export_at_steps"):
+        from dancelcm.callbacks.samples import ExportBundle
+
+        ExportBundle(keep_at_steps=[0])
