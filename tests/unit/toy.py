@@ -103,12 +103,16 @@ def distill_toy(
     eval_every: int | None = None,
     num_eval: int = 512,
     flow_shift: float | None = None,
+    grid: str = "uniform",
+    num_grid: int = 40,
 ) -> dict:
     """Distil the exact mixture teacher into a K-segment student; returns the error curve.
 
     Error = mean Euclidean distance between the student's K-step sample and the teacher's DDIM solution
     on the N = 40 grid from the same noise (the trajectory the student distils), data scale = 1.
     ``flow_shift``: the same on a rectified-flow schedule with that shift (the teacher predicts the velocity).
+    ``grid`` / ``num_grid``: the segments' grid (``method.segments.grid``); ``exact_error`` is the same distance
+    to the exact flow (DDIM over all T timesteps) instead of to the grid's trajectory.
     """
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -116,7 +120,7 @@ def distill_toy(
         schedule = NoiseSchedule.from_scheduler_config(dict(SCHEDULER))
     else:
         schedule = FlowMatchSchedule(1000, flow_shift)
-    segments = Segments(num_segments=num_segments, num_grid=40)
+    segments = Segments.for_schedule(schedule, grid, num_segments=num_segments, num_grid=num_grid)
     teacher = MixtureTeacher(schedule)
     student = ToyStudent(teacher)
     ema = EMA(student, ema_decay)
@@ -125,11 +129,12 @@ def distill_toy(
     weights = LossWeights(distance="huber", huber_c=1e-3)
     eval_noise = torch.randn(num_eval, 2, generator=torch.Generator().manual_seed(seed + 1))
     grid = segments.grid.flip(0).tolist()  # the solver grid the student distils (VP: DDIM-40's trailing steps)
-    reference = ddim_sample(teacher, eval_noise, schedule, 40, cond={}, timesteps=grid)
+    reference = ddim_sample(teacher, eval_noise, schedule, num_grid, cond={}, timesteps=grid)
+    exact = exact_flow(teacher, eval_noise)
 
-    def error() -> float:
+    def error(against: torch.Tensor = reference) -> float:
         x = consistency_sample(student, eval_noise, schedule, segments, cond={})
-        return (x - reference).norm(dim=1).mean().item()
+        return (x - against).norm(dim=1).mean().item()
 
     curve = []
     for step in range(steps):
@@ -146,4 +151,30 @@ def distill_toy(
         ema.update(student)
         if eval_every and (step + 1) % eval_every == 0:
             curve.append((step + 1, error()))
-    return {"final_error": error(), "curve": curve}
+    return {
+        "final_error": error(),
+        "curve": curve,
+        "exact_error": error(exact),
+        "teacher_exact_error": (reference - exact).norm(dim=1).mean().item(),
+    }
+
+
+def exact_flow(teacher: MixtureTeacher, noise: torch.Tensor) -> torch.Tensor:
+    """The teacher's probability-flow ODE solved from ``noise`` over every timestep (T DDIM steps of the exact
+    denoiser): the reference a grid's trajectory is measured against."""
+    T = teacher.schedule.num_train_timesteps
+    return ddim_sample(teacher, noise, teacher.schedule, T, cond={}, timesteps=list(range(T - 1, -1, -1)))
+
+
+def grid_trajectory_errors(schedule: Schedule, grids: list[tuple[str, int]], num: int = 256, seed: int = 1) -> list:
+    """Mean distance (data scale 1) between the teacher's DDIM solution on each segments grid ``(kind, N)`` and the
+    exact flow, from the same noise."""
+    teacher = MixtureTeacher(schedule)
+    noise = torch.randn(num, 2, generator=torch.Generator().manual_seed(seed))
+    exact = exact_flow(teacher, noise)
+    errors = []
+    for kind, n in grids:
+        segments = Segments.for_schedule(schedule, kind, num_segments=4, num_grid=n)
+        x = ddim_sample(teacher, noise, schedule, n, cond={}, timesteps=segments.grid.flip(0).tolist())
+        errors.append((x - exact).norm(dim=1).mean().item())
+    return errors
