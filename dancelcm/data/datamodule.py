@@ -126,7 +126,8 @@ class PoseVideoDataModule(L.LightningDataModule):
                 info.parent,
             )
 
-    def _dataset(self, split: str, train: bool, clips_per_video: int) -> TripletDataset:
+    def dataset(self, split: str, train: bool, clips_per_video: int) -> TripletDataset:
+        """The clips of one split (scanned now): random windows when ``train``, else fixed, evenly spaced ones."""
         report = scan_videos(self.root, split, self.clip, mode=self.scan, on_error=self.on_error)
         self.reports[split] = report
         (log.warning if report.skipped or report.without_keypoints else log.info)(report.summary())
@@ -170,9 +171,9 @@ class PoseVideoDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._dataset(self.train_split, True, self.clips_per_video)
+            self.train_dataset = self.dataset(self.train_split, True, self.clips_per_video)
         if stage in (None, "fit", "validate", "test", "predict") and self.val_dataset is None:
-            self.val_dataset = self._dataset(self.val_split, False, self.val_clips_per_video)
+            self.val_dataset = self.dataset(self.val_split, False, self.val_clips_per_video)
 
     @property
     def skipped(self) -> list[tuple[str, str]]:

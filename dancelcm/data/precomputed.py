@@ -1,0 +1,130 @@
+"""Clips precomputed by ``python -m dancelcm.precompute`` (Wan2.2-Animate's encoder outputs), served as batches.
+
+A batch holds what the transformer reads, and nothing needs the VAE or the text / image encoders:
+
+- ``latents`` ``(B, C, 1 + T, h, w)``: x0 (the reference latent in frame 0, then the clip's latents);
+- ``reference_latents``, ``pose_latents``, ``image_embeds``: as the pipeline builds them;
+- ``prompt_embeds`` / ``negative_prompt_embeds``: the one prompt's umT5 features (shared by every clip);
+- ``face_pixel_values`` ``(B, 3, F, S, S)`` in ``[-1, 1]``: the stored face crops resized to the motion encoder's
+  ``S`` by diffusers' ``VideoProcessor`` exactly as ``WanAnimatePipeline`` resizes a face video;
+- ``video_id``, ``clip_index``, ``frame_index``, ``reference_index``: where the clip comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dancelcm.cli import MissingPathError
+
+log = logging.getLogger(__name__)
+STORED = ("latents", "reference_latents", "pose_latents", "image_embeds")
+
+
+def read_manifest(root: str | Path, option: str = "data.root") -> dict:
+    mf = Path(root) / "manifest.json"
+    if not mf.is_file():
+        raise MissingPathError(
+            f"{option}={root}: no precomputed clips there (manifest.json missing). Make them with `python -m "
+            "dancelcm.precompute model.path=WAN_DIR data.root=DATASET ...`, which writes <DATASET>/precomputed/<name>"
+        )
+    return json.loads(mf.read_text())
+
+
+class PrecomputedClips(Dataset):
+    def __init__(self, root: str | Path, split: str, dtype: torch.dtype = torch.float32):
+        self.root = Path(root)
+        self.manifest = read_manifest(root)
+        splits = self.manifest.get("splits", {})
+        if split not in splits or not splits[split]["clips"]:
+            raise MissingPathError(
+                f"data.root={root}: no precomputed clips of split '{split}' (it has {sorted(splits)}); add it with "
+                f"`python -m dancelcm.precompute ... splits.{split}=N`"
+            )
+        self.clips = splits[split]["clips"]
+        self.dtype = dtype
+        self._prompt: dict | None = None
+        self._processor = None
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def prompt(self) -> dict[str, torch.Tensor]:
+        if self._prompt is None:
+            from safetensors.torch import load_file
+
+            self._prompt = load_file(str(self.root / "prompt.safetensors"))
+        return self._prompt
+
+    def face_pixel_values(self, face_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 crops ``(F, 3, s, s)`` -> ``(3, F, S, S)`` in [-1, 1], resized as the pipeline resizes a face video."""
+        from diffusers.video_processor import VideoProcessor
+        from PIL import Image
+
+        if self._processor is None:
+            self._processor = VideoProcessor(vae_scale_factor=8)
+        size = int(self.manifest["motion_encoder_size"])
+        frames = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in face_u8]
+        return self._processor.preprocess_video(frames, height=size, width=size)[0]
+
+    def __getitem__(self, index: int) -> dict:
+        from safetensors.torch import load_file
+
+        clip = self.clips[index]
+        stored = load_file(str(self.root / clip["file"]))
+        item = {k: stored[k].to(self.dtype) for k in STORED}
+        item |= {k: v.to(self.dtype) for k, v in self.prompt().items()}
+        item["face_pixel_values"] = self.face_pixel_values(stored["face"]).to(self.dtype)
+        item["frame_index"] = stored["frame_index"]
+        item["reference_index"] = stored["reference_index"][0]
+        item["clip_index"] = torch.tensor(index)
+        item["video_id"] = clip["video_id"]
+        return item
+
+
+class PrecomputedDataModule(L.LightningDataModule):
+    """Batches of precomputed clips (``data=precomputed``): shuffled training clips, fixed validation clips."""
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 1,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        train_split: str = "train",
+        val_split: str = "test",
+        seed: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        self.root = root
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.train_split, self.val_split = train_split, val_split
+        self.manifest = read_manifest(root)
+        self.train_dataset: PrecomputedClips | None = None
+        self.val_dataset: PrecomputedClips | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = PrecomputedClips(self.root, self.train_split)
+        evaluating = stage in (None, "fit", "validate", "test", "predict")
+        if evaluating and self.val_dataset is None and self.val_split in self.manifest.get("splits", {}):
+            self.val_dataset = PrecomputedClips(self.root, self.val_split)
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.train_dataset, self.batch_size, shuffle=True, generator=g, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, drop_last=True, persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            return []
+        return DataLoader(self.val_dataset, self.val_batch_size, num_workers=self.num_workers)
