@@ -44,7 +44,12 @@ class Sampler:
 
 # -- noise --------------------------------------------------------------------------------------------------------
 def latent_shape(bundle, batch: dict) -> tuple[int, int, int, int]:
-    """``(C, F, h, w)`` of one clip's latent for ``batch`` (its ``video``, or its ``pose`` when it has no video)."""
+    """``(C, F, h, w)`` of one clip's latent for ``batch`` (its ``video``, or its ``pose`` when it has no video; a
+    precomputed clip's ``latents``, or the frames of its ``reference_latents``)."""
+    if "latents" in batch:
+        return tuple(batch["latents"].shape[1:])
+    if "reference_latents" in batch:
+        return (bundle.animator.latent_channels, *batch["reference_latents"].shape[2:])
     frames = batch["video"] if "video" in batch else batch["pose"]
     f, _, h, w = frames.shape[1:]
     fac = bundle.autoencoder.factor

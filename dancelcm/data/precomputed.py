@@ -106,11 +106,11 @@ class PrecomputedDataModule(L.LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.train_split, self.val_split = train_split, val_split
-        self.manifest = read_manifest(root)
         self.train_dataset: PrecomputedClips | None = None
         self.val_dataset: PrecomputedClips | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        self.manifest = read_manifest(self.root)
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = PrecomputedClips(self.root, self.train_split)
         evaluating = stage in (None, "fit", "validate", "test", "predict")

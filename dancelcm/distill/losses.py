@@ -36,6 +36,24 @@ def motion_mask_latent(video: torch.Tensor, latent_size: tuple[int, int], delta:
     return pooled.reshape(b, f, *latent_size)[:, None]
 
 
+def motion_mask_from_latents(latents: torch.Tensor, delta: float = 0.4, skip_first: int = 0) -> torch.Tensor:
+    """The motion region from latent frame differences, for clips whose frames are not at hand (precomputed latents
+    of a video VAE, e.g. Wan's 4x time-compressed ones): a latent cell moves where the channel-mean absolute change
+    to the previous or next latent frame exceeds ``delta`` times the clip's latent standard deviation (one-sided at
+    the ends). Returns a 0/1 mask ``(B, 1, F, h, w)``; the first ``skip_first`` frames (Wan's reference slot) are
+    never moving and take no part in the differences. On [0, 1] frames the pixel mask's ``delta = 0.1`` is about
+    0.4 of a natural frame's standard deviation, hence the default."""
+    z = latents.float()[:, :, skip_first:]
+    std = z.flatten(1).std(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
+    diff = (z[:, :, 1:] - z[:, :, :-1]).abs().mean(1) > delta * std  # (B, F'-1, h, w)
+    m = torch.zeros(z.shape[0], z.shape[2], *z.shape[-2:], dtype=torch.bool, device=z.device)
+    m[:, 1:] |= diff
+    m[:, :-1] |= diff
+    out = torch.zeros(latents.shape[0], 1, latents.shape[2], *latents.shape[-2:], device=latents.device)
+    out[:, 0, skip_first:] = m.float()
+    return out
+
+
 def motion_weight(mask: torch.Tensor, motion_weight: float) -> torch.Tensor:
     """``W = 1 + lambda_motion * M``; ``motion_weight = 0`` gives exactly 1 everywhere."""
     return 1.0 + motion_weight * mask

@@ -191,6 +191,9 @@ class LossConfig(MethodConfig):
         lambda v: _number(v) and 0 < v < 1,
         "must be in (0, 1) (the frame difference on [0, 1] pixels that marks a moving pixel)",
     )
+    motion_latent_delta: float = option(
+        positive, "must be > 0 (latent frame difference, in the clip's latent std, that marks a moving cell)"
+    )
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ class DistillConfig(MethodConfig):
     warmup_steps: int = option(int_at_least(0), "must be an integer >= 0 (0: no warmup)")
     lr_anneal: dict | None = LR_ANNEAL
     teacher_dtype: str = option(one_of("auto", "float32", "bfloat16"), "choose auto, float32 or bfloat16 (never fp16)")
+    gradient_checkpointing: bool = option(boolean, "must be true or false (recompute the student's blocks in backward)")
     curriculum: list | None = option(lambda v: v is None or isinstance(v, list | tuple), "must be null or a list")
     validation: ValidationConfig = field()
     nonfinite: str = NONFINITE

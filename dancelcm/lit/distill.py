@@ -19,7 +19,7 @@ from torch import nn
 from dancelcm.cli import ConfigError
 from dancelcm.diffusion import Segments
 from dancelcm.distill.consistency import LossWeights, consistency_targets, distillation_loss
-from dancelcm.distill.losses import motion_mask_latent, motion_weight
+from dancelcm.distill.losses import motion_mask_from_latents, motion_mask_latent, motion_weight
 from dancelcm.lit.common import (
     NonFinite,
     batch_random,
@@ -28,7 +28,7 @@ from dancelcm.lit.common import (
     value_at,
 )
 from dancelcm.lit.config import DistillConfig
-from dancelcm.models.animator import Animator, batch_conditions
+from dancelcm.models.animator import Animator, batch_conditions, enable_gradient_checkpointing
 from dancelcm.models.bundle import Bundle, bundle_fingerprint, bundle_uncond, load_bundle
 from dancelcm.models.conditioning import random_condition_dropout, with_dropped
 from dancelcm.models.ema import EMA, ParameterEMA
@@ -80,6 +80,10 @@ class DistillModule(L.LightningModule):
         else:
             self.student = student_from_teacher(teacher_net, face, cfg.aux_head)
             self.target = EMA(self.student, cfg.target.decay) if cfg.target.kind == "ema" else None
+        # activation checkpointing of the student's blocks (the teacher runs without grad: nothing to recompute)
+        self.checkpointed_blocks = 0
+        if cfg.gradient_checkpointing:
+            self.checkpointed_blocks = enable_gradient_checkpointing(self.student.animator.backbone)
         loss = cfg.loss
         self.weights = LossWeights(loss.distance, loss.huber_c, loss.aux_weight, loss.aux_weighted)
         try:  # the teacher bundle's setting unless method.uncond is given; names checked against its conditions
@@ -193,8 +197,31 @@ class DistillModule(L.LightningModule):
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.teacher_dtype)
 
+    @property
+    def family(self) -> str | None:
+        """The teacher's model family (``wan_animate``), None for the project's own animators."""
+        return self.teacher_meta.get("family")
+
     def conditions(self, batch: dict, names: list[str]) -> dict:
+        if self.family is not None:  # precomputed inputs, read as they are (the network knows its keys)
+            return self.student.animator.conditions(batch)
         return batch_conditions(batch, self.autoencoder, names)
+
+    @torch.no_grad()
+    def clean_latents(self, batch: dict) -> torch.Tensor:
+        """x0: the batch's precomputed latents (``precompute``), else its video through the autoencoder."""
+        if "latents" in batch:
+            return batch["latents"].float()
+        return self.autoencoder.encode(batch["video"])
+
+    @torch.no_grad()
+    def motion_mask(self, batch: dict, x0: torch.Tensor) -> torch.Tensor:
+        """The motion region on the latent grid: from the real frames, or (precomputed clips, no frames) from the
+        latents' frame differences; frame 0 of a Wan clip (the reference slot) never moves."""
+        if "video" in batch:
+            return motion_mask_latent(batch["video"], tuple(x0.shape[-2:]), self.cfg.loss.motion_delta)
+        skip = 1 if self.family == "wan_animate" else 0
+        return motion_mask_from_latents(x0, self.cfg.loss.motion_latent_delta, skip_first=skip)
 
     # -- training --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -234,7 +261,7 @@ class DistillModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         seg = self.segments
         with torch.no_grad():
-            x0 = self.autoencoder.encode(batch["video"])
+            x0 = self.clean_latents(batch)
             rng = batch_random(self, x0.shape[0])
             n = rng.randint(seg.num_grid).to(x0.device)
             eps = rng.randn(x0.shape).to(x0.device, x0.dtype)
@@ -242,7 +269,7 @@ class DistillModule(L.LightningModule):
             weight = None
             mask = None
             if self.cfg.loss.motion_weight > 0:
-                mask = motion_mask_latent(batch["video"], tuple(x0.shape[-2:]), self.cfg.loss.motion_delta)
+                mask = self.motion_mask(batch, x0)
                 weight = motion_weight(mask, self.cfg.loss.motion_weight)
         self.student.return_aux = self.weights.aux > 0
         out = distillation_loss(self.student, targets, self.schedule, x0, s_cond, self.weights, weight)
@@ -352,7 +379,7 @@ class DistillModule(L.LightningModule):
 
     # -- validation and sampling -----------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        x0 = self.autoencoder.encode(batch["video"])
+        x0 = self.clean_latents(batch)
         seg = self.segments
         g = torch.Generator().manual_seed(2000 + batch_idx)
         n = torch.randint(0, seg.num_grid, (x0.shape[0],), generator=g).to(x0.device)
@@ -375,7 +402,7 @@ class DistillModule(L.LightningModule):
         """Ground truth | teacher (N steps, CFG) | student at 1/2/4 steps, all from the same noise. The
         teacher's samples are computed once (it is frozen) and reused at every validation."""
         teacher, student = self.sampling_bundles()
-        noise = batch_noise(batch["video"].shape[0], latent_shape(student, batch), seed).to(self.device)
+        noise = batch_noise(len(batch["clip_index"]), latent_shape(student, batch), seed).to(self.device)
         n, g = self.cfg.validation.teacher_steps, float(self.cfg.guidance)
         if self._teacher_samples is None:
             ref = teacher_sampler(teacher, n, g, self.uncond, autocast=self._autocast)
@@ -389,8 +416,10 @@ class DistillModule(L.LightningModule):
 
     def bundle_meta(self) -> dict:
         seg = self.segments
+        family = {"family": self.family} if self.family else {}
         return {
             "kind": "student",
+            **family,
             "scheduler": dict(self.teacher_meta["scheduler"]),
             "autoencoder": dict(self.teacher_meta["autoencoder"]),
             "data": dict(self.hparams.data or self.teacher_meta.get("data", {})),

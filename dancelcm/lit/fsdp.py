@@ -11,7 +11,7 @@ What gets sharded (over the data-parallel mesh, each of the backbone's blocks as
 Optimizer state follows the sharded trainable parameters (AdamW on DTensors). Under a bf16 trainer precision the
 blocks compute in bf16 (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``) while the sharded weights,
 their gradients' reduction and the EMA stay fp32. Activation checkpointing is the animator's own switch
-(``model.animator.gradient_checkpointing=true``), which composes with the sharding.
+(``method.gradient_checkpointing=true``: the student's blocks), which composes with the sharding.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class FSDPStrategy(ModelParallelStrategy):
 
 
 # children of a diffusers backbone that hold its repeated blocks (UNets; video transformers)
-BLOCK_LISTS = ("down_blocks", "up_blocks", "blocks", "transformer_blocks")
+BLOCK_LISTS = ("down_blocks", "up_blocks", "blocks", "transformer_blocks", "face_adapter")
 
 
 def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:

@@ -307,15 +307,28 @@ def missing_bundle_hint(directory: str | Path) -> str:
 
 
 def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
-    """Load a bundle folder; ``option`` names the setting that pointed here in a missing-folder error."""
+    """Load a bundle folder; ``option`` names the setting that pointed here in a missing-folder error. A local
+    Wan2.2-Animate repository (its ``model_index.json``) is a teacher bundle as it is (:mod:`dancelcm.models.wan`)."""
     d = Path(directory)
+    from dancelcm.models.wan.bundle import is_wan_folder
+
+    if is_wan_folder(d):
+        from dancelcm.models.wan.bundle import load_wan_teacher
+
+        return load_wan_teacher(d, option)
     if not (d / "bundle.json").is_file():
+        if "wan" in d.name.lower():  # most likely a Wan2.2-Animate folder: say what it must hold
+            from dancelcm.models.wan.inputs import check_model_folder
+
+            check_model_folder(d, option)
         hint = missing_bundle_hint(d)
         what = "no such folder" if not d.exists() else "no model bundle there (bundle.json missing)"
         raise MissingPathError(f"{option}={d}: {what}. {hint}")
     meta = json.loads((d / "bundle.json").read_text())
     if meta.get("format") == "lora":  # a LoRA student: its base bundle + the adapters in this folder
-        if not (Path(meta["base"]) / "bundle.json").is_file():
+        from dancelcm.models.wan.bundle import is_wan_folder
+
+        if not (Path(meta["base"]) / "bundle.json").is_file() and not is_wan_folder(meta["base"]):
             raise MissingPathError(
                 f"{option}={d}: this LoRA student adapts the bundle {meta['base']} (bundle.json 'base'), which is "
                 "not there: put the teacher bundle back there or edit 'base' to where it is now"
@@ -330,6 +343,12 @@ def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
             )
         animator = load_lora_animator(d, meta, base.animator)
         return Bundle(animator, schedule_from_config(meta["scheduler"]), base.autoencoder, meta)
+    if meta.get("family") == "wan_animate":  # a Wan student: its transformer/, the teacher folder's VAE
+        from dancelcm.models.wan.bundle import WanVideoCodec, load_wan_student
+
+        ae = meta["autoencoder"]
+        codec = WanVideoCodec(ae["pretrained"], ae.get("subfolder", "vae"))
+        return Bundle(load_wan_student(d, meta), schedule_from_config(meta["scheduler"]), codec, meta)
     animator = Animator.from_pretrained(d)
     schedule = schedule_from_config(meta["scheduler"])
     ae = dict(meta["autoencoder"])

@@ -114,6 +114,8 @@ class SharedTeacher:
     def conditions(self, batch: dict, autoencoder) -> dict:
         from dancelcm.models.animator import batch_conditions
 
+        if getattr(self.animator, "family", None):  # a transformer family reads its precomputed inputs itself
+            return self.animator.conditions(batch, autoencoder)
         return batch_conditions(batch, autoencoder, self.condition_names)
 
     @contextlib.contextmanager

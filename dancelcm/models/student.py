@@ -42,10 +42,16 @@ class Student(nn.Module):
     def __init__(self, animator: Animator, aux_head: bool):
         super().__init__()
         self.animator = animator
-        self.aux_head = AuxHead(animator.backbone) if aux_head else None
         self._features: torch.Tensor | None = None
+        self._tap = None  # a transformer family's hooks (what its auxiliary head reads)
         self.return_aux = False
-        if self.aux_head is not None:
+        self.aux_head = None
+        if aux_head and getattr(animator, "family", None) == "wan_animate":
+            from dancelcm.models.wan.network import WanAuxHead, WanAuxTap
+
+            self.aux_head, self._tap = WanAuxHead(animator.backbone), WanAuxTap(animator.backbone)
+        elif aux_head:
+            self.aux_head = AuxHead(animator.backbone)
             animator.backbone.conv_norm_out.register_forward_pre_hook(self._grab)
 
     def _grab(self, module, inputs):
@@ -55,6 +61,11 @@ class Student(nn.Module):
         out = self.animator(x_t, t, cond)
         if self.aux_head is None or not self.return_aux:
             return out
+        if self._tap is not None:
+            tap = self._tap
+            aux = self.aux_head(tap.block_args, tap.temb, tap.motion_vec, tuple(x_t.shape)).to(x_t.dtype)
+            tap.clear()
+            return out, aux
         aux = self.aux_head(self._features, x_t.shape[2])
         self._features = None
         return out, self.animator.output_stages(aux, x_t, t, cond)
@@ -63,6 +74,13 @@ class Student(nn.Module):
 def student_from_teacher(teacher: Animator, face: dict | None, aux_head: bool) -> Student:
     """A student initialised from ``teacher`` (every teacher weight copied; the face path's new weights start at
     zero output), optionally with the face path (``face``: the face embedder's arguments) and the aux head."""
+    if getattr(teacher, "family", None) == "wan_animate":
+        if face is not None:
+            raise ValueError(
+                "method.face.enabled=true: the paper's extra face path is not available on a Wan2.2-Animate teacher "
+                "yet (it reads the face video through its own face adapter); set method.face.enabled=false"
+            )
+        return Student(copy.deepcopy(teacher).train().requires_grad_(True), aux_head)
     config = dict(teacher.config)
     if face is not None:
         config["face"] = face

@@ -73,6 +73,12 @@ def test_experiment_composes_and_instantiates(name, micro_bundle, tmp_path):
     cfg = _compose([f"+experiment={name}"])
     assert cfg.name == name and "experiment" not in cfg  # the primary config has no experiment entry
     instantiate(cfg.data)
+    if name.startswith("wan_animate"):
+        # a local Wan2.2-Animate folder and precomputed clips: without them it stops at once, naming the layout
+        assert cfg.trainer.precision == "bf16-mixed" and cfg.method.student == "lora" and cfg.method.guidance == 1.0
+        with pytest.raises(FileNotFoundError, match="(?s)method.teacher=.*Wan2.2-Animate-14B-Diffusers.*transformer/"):
+            build_module(_compose([f"+experiment={name}", f"paths.data_dir={tmp_path}"]))
+        return
     if name.startswith(("tiktok", "ubc")):
         # real-data experiments need local data and a local teacher: they stop at once, naming the option
         assert cfg.model.autoencoder.kind == "diffusers" and cfg.trainer.precision == "bf16-mixed"

@@ -107,7 +107,7 @@ def test_fsdp_bf16_mixed_trains_with_fp32_weights_ema_and_checkpoints(micro_teac
     """bf16 compute (FSDP2's param dtype) with fp32 sharded weights, EMA shadows and checkpoint, and activation
     checkpointing on: the losses stay within bf16's reach of the fp32 run's."""
     bf16 = [a for a in FSDP if not a.startswith("trainer.precision=")]
-    bf16 += ["trainer.precision=bf16-mixed", "model.animator.gradient_checkpointing=true"]
+    bf16 += ["trainer.precision=bf16-mixed", "method.gradient_checkpointing=true"]
     fp32 = _train(tmp_path / "fp32" / "run", synthetic_root, micro_teacher, 3, *LORA, *FSDP, "data.batch_size=1")
     mixed = _train(tmp_path / "bf16" / "run", synthetic_root, micro_teacher, 3, *LORA, *bf16, "data.batch_size=1")
     assert sorted(mixed) == [0, 1, 2]

@@ -159,3 +159,36 @@ def test_every_sample_runs_the_target_on_the_whole_batch_with_the_same_targets()
     consistency_targets(Linear(1), Counting(2), SCHED, seg, x0[:4], {}, boundary_only, eps[:4])
     consistency_targets(Linear(1), Counting(2), SCHED, seg, x0[:4], {}, boundary_only, eps[:4], every_sample=True)
     assert calls == [4]  # without the flag no call at all
+
+
+def test_motion_mask_from_latent_frame_differences():
+    """Precomputed clips have no frames: the motion map comes from the latents' frame differences, relative to the
+    clip's latent std; a static clip has none, a moving block is found in the frames next to its change, and Wan's
+    reference slot (frame 0) takes no part."""
+    from dancelcm.distill.losses import motion_mask_from_latents
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 4, 1, 8, 8, generator=g).repeat(1, 1, 5, 1, 1)  # five identical latent frames
+    assert motion_mask_from_latents(z, 0.4).sum() == 0
+    moving = z.clone()
+    moving[:, :, 3:, 2:4, 2:4] += 3.0  # a block changes between frames 2 and 3
+    m = motion_mask_from_latents(moving, 0.4)
+    assert m.shape == (1, 1, 5, 8, 8)
+    assert m[0, 0, 2, 2:4, 2:4].eq(1).all() and m[0, 0, 3, 2:4, 2:4].eq(1).all()
+    assert m[0, 0, [0, 1, 4]].sum() == 0 and m[0, 0, :, 5:, 5:].sum() == 0
+    ref = moving.clone()
+    ref[:, :, 0] += 10.0  # a very different reference frame in slot 0 is not motion
+    skipped = motion_mask_from_latents(ref, 0.4, skip_first=1)
+    assert skipped[0, 0, 0].sum() == 0 and skipped[0, 0, 1].sum() == 0 and skipped[0, 0, 2, 2:4, 2:4].eq(1).all()
+
+
+def test_gradient_checkpointing_reaches_the_students_blocks(synthetic_root, tmp_path):
+    """method.gradient_checkpointing wraps the student's blocks (a model.* option would not: the distillation builds
+    its networks from the teacher bundle)."""
+    from dancelcm.lit.builders import build_module
+    from tests.configs.test_experiment_configs import _compose, _micro_training, _save_micro_teacher
+
+    bundle, _ = _save_micro_teacher(tmp_path / "teacher")
+    base = _micro_training("synthetic_k4", bundle, synthetic_root)
+    assert build_module(_compose(base)).checkpointed_blocks == 0
+    assert build_module(_compose([*base, "method.gradient_checkpointing=true"])).checkpointed_blocks > 0

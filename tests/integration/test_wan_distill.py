@@ -1,0 +1,117 @@
+"""DanceLCM on Wan2.2-Animate, end to end on the CPU with a tiny random model of the real classes.
+
+precompute (the adapter, = the pipeline's inputs) -> distil a few steps through the training entry point (full and
+LoRA students, auxiliary head, motion loss on latent frame differences) -> export -> load the export and sample;
+and the interop check: the exported student inside diffusers' own ``WanAnimatePipeline`` with a stock flow
+scheduler on the student's segment edges gives the project's K-step video from the same noise, to 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dancelcm.lit.builders import build_module
+from dancelcm.models.bundle import load_bundle
+from dancelcm.models.wan.tiny import save_tiny_wan_animate
+from dancelcm.train import run
+from tests.configs.test_experiment_configs import _compose
+
+
+@pytest.fixture(scope="module")
+def wan_setup(synthetic_root, tmp_path_factory):
+    """(tiny model folder, precomputed clips folder)."""
+    from hydra import compose, initialize_config_dir
+
+    from dancelcm.cli import CONF
+    from dancelcm.precompute import run as precompute
+
+    d = tmp_path_factory.mktemp("wan")
+    model = save_tiny_wan_animate(d / "Wan2.2-Animate-tiny")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "precompute",
+            [f"model.path={model}", f"data.root={synthetic_root}", f"out={d / 'pre'}", "data.num_frames=9",
+             "data.resolution=32", "data.num_workers=0", "splits.train=1", "splits.test=1",
+             "max_sequence_length=16"],
+        )  # fmt: skip
+    precompute(cfg)
+    return model, d / "pre"
+
+
+def _train_cfg(model, pre, experiment="wan_animate_k4", *extra):
+    return _compose(
+        [f"+experiment={experiment}", "trainer=default", f"method.teacher={model}", f"data.root={pre}",
+         "data.batch_size=2", "data.num_workers=0", "trainer.max_steps=2", "trainer.limit_val_batches=0",
+         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+         "callbacks.sample_videos=null", "method.warmup_steps=0", "method.lr=1e-3", "method.validation.teacher_steps=2",
+         "method.lora.rank=4", "method.lora.alpha=4", *extra],
+    )  # fmt: skip
+
+
+def test_the_auxiliary_head_equals_the_main_prediction_at_initialisation(wan_setup):
+    model, pre = wan_setup
+    for student in ("full", "lora"):
+        module = build_module(_train_cfg(model, pre, "wan_animate_k4", f"method.student={student}"))
+        from dancelcm.data.precomputed import PrecomputedClips
+
+        item = PrecomputedClips(pre, "train")[0]
+        batch = {k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()}
+        cond = module.conditions(batch, module.teacher.condition_names)
+        x0 = batch["latents"]
+        t = module.schedule.network_timestep(torch.tensor([600]))
+        x_t = torch.randn_like(x0)
+        module.student.return_aux = True
+        with torch.no_grad():
+            out, aux = module.student(x_t, t, cond)
+            teacher_out = module.teacher(x_t, t, cond)
+        module.student.return_aux = False
+        torch.testing.assert_close(aux, out, rtol=0, atol=1e-5)
+        torch.testing.assert_close(out, teacher_out, rtol=0, atol=1e-5)  # the student starts as the teacher
+        trainable = {n for n, p in module.student.named_parameters() if p.requires_grad}
+        if student == "lora":
+            assert trainable and all("lora_" in n or n.startswith("aux_head.") for n in trainable)
+
+
+@pytest.mark.parametrize("student", ["full", "lora"])
+def test_distil_export_and_sample_through_the_training_entry_point(student, wan_setup, tmp_path):
+    model, pre = wan_setup
+    # the tiny random VAE's latents change little between frames (0.15-0.25 of their std): a lower threshold than the
+    # default's estimate for a trained VAE, so that the motion map is not empty
+    cfg = _train_cfg(model, pre, "wan_animate_k4", f"method.student={student}", "method.loss.motion_latent_delta=0.15")
+    trainer, module = run(cfg, tmp_path / "run")
+    assert trainer.global_step == 2
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values()) and "train/loss_aux" in metrics
+    assert 0 < metrics["train/motion_fraction"] < 1  # moving cells found in the latents' frame differences
+    export = tmp_path / "run" / "export"
+    meta = json.loads((export / "bundle.json").read_text())
+    assert meta["family"] == "wan_animate" and meta["kind"] == "student"
+    assert (export / ("pytorch_lora_weights.safetensors" if student == "lora" else "transformer/config.json")).is_file()
+    bundle = load_bundle(export)
+    from dancelcm.data.precomputed import PrecomputedClips
+    from dancelcm.sampling import clip_noise, latent_shape, student_sampler
+
+    clips = PrecomputedClips(pre, "test")
+    batch = {k: (torch.stack([clips[0][k], clips[1][k]]) if torch.is_tensor(clips[0][k]) else [clips[0][k]] * 2)
+             for k in clips[0]}  # fmt: skip
+    noise = clip_noise(batch["clip_index"], latent_shape(bundle, batch), 0)
+    for steps in (1, 2, 4):
+        video = student_sampler(bundle, steps)(batch, noise)
+        assert video.shape == (2, 9, 3, 32, 32) and torch.isfinite(video).all()
+    # the exported student is the trained one (not the teacher): its prediction moved
+    teacher = load_bundle(model)
+    cond = bundle.animator.conditions(batch)
+    t = bundle.schedule.network_timestep(torch.tensor([999]))
+    with torch.no_grad():
+        assert (bundle.animator(noise, t, cond) - teacher.animator(noise, t, cond)).abs().max() > 1e-6
+
+
+def test_k2_and_baseline_experiments_train(wan_setup, tmp_path):
+    model, pre = wan_setup
+    for name, k in (("wan_animate_k2", 2), ("wan_animate_lcm", 1)):
+        trainer, module = run(_train_cfg(model, pre, name, "trainer.max_steps=1"), tmp_path / name)
+        assert trainer.global_step == 1 and module.segments.num_segments == k
+        assert (module.student.aux_head is None) == (name == "wan_animate_lcm")
