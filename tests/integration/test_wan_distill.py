@@ -115,3 +115,40 @@ def test_k2_and_baseline_experiments_train(wan_setup, tmp_path):
         trainer, module = run(_train_cfg(model, pre, name, "trainer.max_steps=1"), tmp_path / name)
         assert trainer.global_step == 1 and module.segments.num_segments == k
         assert (module.student.aux_head is None) == (name == "wan_animate_lcm")
+
+
+@pytest.mark.parametrize("student", ["full", "lora"])
+def test_the_export_runs_in_diffusers_wan_animate_pipeline_like_the_projects_sampler(student, wan_setup, tmp_path):
+    """Interop: diffusers' own WanAnimatePipeline with the exported student (its transformer, or the base with the
+    LoRA adapters loaded by diffusers' load_lora_weights) and a stock FlowMatchEulerDiscreteScheduler on the
+    student's segment edges makes the video the project's K-step sampler makes from the same noise."""
+    import numpy as np
+    from PIL import Image
+
+    from dancelcm.models.wan.bundle import student_pipeline
+    from dancelcm.models.wan.inputs import WanAnimateEncoders
+    from dancelcm.sampling import student_sampler
+
+    model, pre = wan_setup
+    run(_train_cfg(model, pre, "wan_animate_k4", f"method.student={student}", "trainer.max_steps=1"), tmp_path / "r")
+    export = tmp_path / "r" / "export"
+    rng = np.random.default_rng(0)
+    frames = lambda n, s: [Image.fromarray(rng.integers(0, 255, (s, s, 3), dtype=np.uint8)) for _ in range(n)]  # noqa: E731
+    reference, pose, face = frames(1, 32)[0], frames(9, 32), frames(9, 24)
+    prompt = "a dancer in a red dress"
+    enc = WanAnimateEncoders(model, max_sequence_length=16)
+    batch = {k: v for k, v in enc.encode_clip(reference, pose, face, 32, 32).items()}
+    pos, neg = enc.encode_prompt(prompt)
+    batch |= {"prompt_embeds": pos, "negative_prompt_embeds": neg, "clip_index": torch.tensor([0])}
+    noise = torch.randn(1, 16, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+    bundle = load_bundle(export)
+    pipe = student_pipeline(export)
+    pipe.set_progress_bar_config(disable=True)
+    for steps in (4, 2, 1):
+        ours = student_sampler(bundle, steps)(batch, noise)  # (1, F, 3, H, W) in [-1, 1]
+        theirs = pipe(image=reference, pose_video=pose, face_video=face, prompt=prompt, height=32, width=32,
+                      segment_frame_length=9, num_inference_steps=steps, guidance_scale=1.0, latents=noise.clone(),
+                      max_sequence_length=16, output_type="pt").frames  # fmt: skip  # (1, F, 3, H, W) in [0, 1]
+        torch.testing.assert_close(theirs, (ours + 1) / 2, rtol=0, atol=1e-4, msg=f"{steps} steps")
+    with pytest.raises(ValueError, match="samples in \\['1', '2', '3', '4'\\] steps"):
+        pipe.scheduler.set_timesteps(8)
