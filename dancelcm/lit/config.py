@@ -248,6 +248,9 @@ class DistillConfig(MethodConfig):
     lr_anneal: dict | None = LR_ANNEAL
     teacher_dtype: str = option(one_of("auto", "float32", "bfloat16"), "choose auto, float32 or bfloat16 (never fp16)")
     gradient_checkpointing: bool = option(boolean, "must be true or false (recompute the student's blocks in backward)")
+    frozen_dtype: str = option(
+        one_of("float32", "bfloat16"), "choose float32 or bfloat16 (the frozen teacher / LoRA base weights' dtype)"
+    )
     curriculum: list | None = option(lambda v: v is None or isinstance(v, list | tuple), "must be null or a list")
     validation: ValidationConfig = field()
     nonfinite: str = NONFINITE

@@ -53,7 +53,7 @@ class DistillModule(L.LightningModule):
         self.cfg = cfg = DistillConfig.parse(method)  # every option in its range, before the teacher is loaded
         self.nonfinite = NonFinite(cfg.nonfinite)
         self.lr_anneal = parse_anneal(cfg.lr_anneal, "method.lr_anneal")
-        bundle = load_bundle(cfg.teacher, option="method.teacher")
+        bundle = load_bundle(cfg.teacher, option="method.teacher", torch_dtype=getattr(torch, cfg.frozen_dtype))
         # a LoRA student's checkpoints and exports hold no base weights: they name the base by this fingerprint
         self.teacher_fingerprint = bundle_fingerprint(cfg.teacher) if cfg.student == "lora" else None
         self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
@@ -177,6 +177,12 @@ class DistillModule(L.LightningModule):
         self._sharded = True
 
     def setup(self, stage: str) -> None:
+        precision = str(self.trainer.precision) if getattr(self, "_trainer", None) is not None else ""
+        if self.cfg.frozen_dtype == "bfloat16" and not precision.startswith("bf16"):
+            raise ConfigError(
+                f"method.frozen_dtype=bfloat16 with trainer.precision={precision}: bf16 frozen weights compute under "
+                "bf16 autocast only; set trainer.precision=bf16-mixed (or method.frozen_dtype=float32)"
+            )
         self.teacher.to(self.device)
 
     def on_fit_start(self) -> None:

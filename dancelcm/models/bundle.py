@@ -306,7 +306,7 @@ def missing_bundle_hint(directory: str | Path) -> str:
     )
 
 
-def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
+def load_bundle(directory: str | Path, option: str = "model_dir", torch_dtype=None) -> Bundle:
     """Load a bundle folder; ``option`` names the setting that pointed here in a missing-folder error. A local
     Wan2.2-Animate repository (its ``model_index.json``) is a teacher bundle as it is (:mod:`dancelcm.models.wan`)."""
     d = Path(directory)
@@ -315,7 +315,7 @@ def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
     if is_wan_folder(d):
         from dancelcm.models.wan.bundle import load_wan_teacher
 
-        return load_wan_teacher(d, option)
+        return load_wan_teacher(d, option, torch_dtype=torch_dtype)
     if not (d / "bundle.json").is_file():
         if "wan" in d.name.lower():  # most likely a Wan2.2-Animate folder: say what it must hold
             from dancelcm.models.wan.inputs import check_model_folder
@@ -355,6 +355,8 @@ def load_bundle(directory: str | Path, option: str = "model_dir") -> Bundle:
     inside = d / str(ae.get("pretrained") or "")
     if ae.get("kind") == "diffusers" and ae.get("pretrained") and (inside / "config.json").is_file():
         ae["pretrained"] = str(inside)  # the copy inside the bundle (see save_bundle)
+    if torch_dtype is not None:
+        animator.to(torch_dtype)
     return Bundle(animator, schedule, build_autoencoder(**ae), meta)
 
 

@@ -59,8 +59,10 @@ def add_lora(backbone: nn.Module, spec: LoraSpec) -> int:
         init_lora_weights=True,  # A: Kaiming, B: zero -> the adapted network starts as the base network
     )
     inject_adapter_in_model(config, backbone, adapter_name=ADAPTER)
-    for p in backbone.parameters():  # peft marks only the adapters trainable; say it explicitly
+    for name, p in backbone.named_parameters():  # peft marks only the adapters trainable; say it explicitly
         p.requires_grad_(False)
+        if ("lora_A" in name or "lora_B" in name) and p.dtype != torch.float32:
+            p.data = p.data.float()  # trained in fp32 on a bf16 base (peft gives them the base layer's dtype)
     layers = lora_layers(backbone)
     for layer in layers:
         for p in adapter_parameters(layer):

@@ -49,9 +49,9 @@ class Student(nn.Module):
         if aux_head and getattr(animator, "family", None) == "wan_animate":
             from dancelcm.models.wan.network import WanAuxHead, WanAuxTap
 
-            self.aux_head, self._tap = WanAuxHead(animator.backbone), WanAuxTap(animator.backbone)
+            self.aux_head, self._tap = WanAuxHead(animator.backbone).float(), WanAuxTap(animator.backbone)
         elif aux_head:
-            self.aux_head = AuxHead(animator.backbone)
+            self.aux_head = AuxHead(animator.backbone).float()  # trained in fp32 whatever the frozen base's dtype
             animator.backbone.conv_norm_out.register_forward_pre_hook(self._grab)
 
     def _grab(self, module, inputs):
@@ -80,7 +80,7 @@ def student_from_teacher(teacher: Animator, face: dict | None, aux_head: bool) -
                 "method.face.enabled=true: the paper's extra face path is not available on a Wan2.2-Animate teacher "
                 "yet (it reads the face video through its own face adapter); set method.face.enabled=false"
             )
-        return Student(copy.deepcopy(teacher).train().requires_grad_(True), aux_head)
+        return Student(copy.deepcopy(teacher).float().train().requires_grad_(True), aux_head)
     config = dict(teacher.config)
     if face is not None:
         config["face"] = face

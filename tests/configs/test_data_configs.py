@@ -20,6 +20,13 @@ def _compose(overrides):
 def test_data_config_instantiates(name, tmp_path):
     cfg = _compose([f"data={name}", f"paths.data_dir={tmp_path}"])
     dm = instantiate(cfg.data)
+    if name == "precomputed":  # a large teacher's precomputed clips: a missing folder names the command
+        from dancelcm.data.precomputed import PrecomputedDataModule
+
+        assert isinstance(dm, PrecomputedDataModule) and dm.root == str(tmp_path / "tiktok/precomputed/wan_animate")
+        with pytest.raises(FileNotFoundError, match="data.root=.*python -m dancelcm.precompute"):
+            dm.setup("fit")
+        return
     assert isinstance(dm, PoseVideoDataModule)
     assert dm.root == str(tmp_path / {"synthetic": "synthetic", "tiktok": "tiktok", "ubc_fashion": "ubc_fashion"}[name])
     assert (dm.synthesize is not None) == (name == "synthetic")

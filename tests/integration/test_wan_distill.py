@@ -47,7 +47,7 @@ def _train_cfg(model, pre, experiment="wan_animate_k4", *extra):
          "data.batch_size=2", "data.num_workers=0", "trainer.max_steps=2", "trainer.limit_val_batches=0",
          "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
          "callbacks.sample_videos=null", "method.warmup_steps=0", "method.lr=1e-3", "method.validation.teacher_steps=2",
-         "method.lora.rank=4", "method.lora.alpha=4", *extra],
+         "method.lora.rank=4", "method.lora.alpha=4", "method.frozen_dtype=float32", *extra],
     )  # fmt: skip
 
 
@@ -75,7 +75,7 @@ def test_the_auxiliary_head_equals_the_main_prediction_at_initialisation(wan_set
             assert trainable and all("lora_" in n or n.startswith("aux_head.") for n in trainable)
 
 
-@pytest.mark.parametrize("student", ["full", "lora"])
+@pytest.mark.parametrize("student", [pytest.param("full", marks=pytest.mark.slow), "lora"])
 def test_distil_export_and_sample_through_the_training_entry_point(student, wan_setup, tmp_path):
     model, pre = wan_setup
     # the tiny random VAE's latents change little between frames (0.15-0.25 of their std): a lower threshold than the
@@ -109,6 +109,7 @@ def test_distil_export_and_sample_through_the_training_entry_point(student, wan_
         assert (bundle.animator(noise, t, cond) - teacher.animator(noise, t, cond)).abs().max() > 1e-6
 
 
+@pytest.mark.slow
 def test_k2_and_baseline_experiments_train(wan_setup, tmp_path):
     model, pre = wan_setup
     for name, k in (("wan_animate_k2", 2), ("wan_animate_lcm", 1)):
@@ -117,7 +118,7 @@ def test_k2_and_baseline_experiments_train(wan_setup, tmp_path):
         assert (module.student.aux_head is None) == (name == "wan_animate_lcm")
 
 
-@pytest.mark.parametrize("student", ["full", "lora"])
+@pytest.mark.parametrize("student", ["full", pytest.param("lora", marks=pytest.mark.slow)])
 def test_the_export_runs_in_diffusers_wan_animate_pipeline_like_the_projects_sampler(student, wan_setup, tmp_path):
     """Interop: diffusers' own WanAnimatePipeline with the exported student (its transformer, or the base with the
     LoRA adapters loaded by diffusers' load_lora_weights) and a stock FlowMatchEulerDiscreteScheduler on the
@@ -152,3 +153,25 @@ def test_the_export_runs_in_diffusers_wan_animate_pipeline_like_the_projects_sam
         torch.testing.assert_close(theirs, (ours + 1) / 2, rtol=0, atol=1e-4, msg=f"{steps} steps")
     with pytest.raises(ValueError, match="samples in \\['1', '2', '3', '4'\\] steps"):
         pipe.scheduler.set_timesteps(8)
+
+
+def test_a_bf16_base_trains_fp32_adapters_and_aux_head_under_bf16_mixed(wan_setup, tmp_path):
+    """wan_animate_k4's memory plan: the frozen 14B base in bf16 (method.frozen_dtype), adapters, aux head and EMA
+    in fp32; bf16 frozen weights without bf16 autocast stop at once, naming both options."""
+    from dancelcm.cli import ConfigError
+
+    model, pre = wan_setup
+    cfg = _train_cfg(model, pre, "wan_animate_k4", "trainer.precision=bf16-mixed", "method.frozen_dtype=bfloat16",
+                     "method.gradient_checkpointing=true")  # fmt: skip
+    trainer, module = run(cfg, tmp_path / "bf16")
+    assert trainer.global_step == 2 and module.checkpointed_blocks == -1  # diffusers' own checkpointing
+    params = list(module.student.parameters())
+    assert {p.dtype for p in params if p.requires_grad} == {torch.float32}
+    # the base in bf16, but for the small modules diffusers keeps in fp32 (time embedding, norms' tables)
+    frozen = [p for p in params if not p.requires_grad]
+    bf16 = sum(p.numel() for p in frozen if p.dtype == torch.bfloat16)
+    assert bf16 > 0.9 * sum(p.numel() for p in frozen)
+    assert all(s.dtype == torch.float32 for s in module.target.shadows)
+    assert torch.isfinite(torch.tensor(float(trainer.callback_metrics["train/loss"])))
+    with pytest.raises(ConfigError, match="method.frozen_dtype=bfloat16 with trainer.precision=32-true"):
+        run(_train_cfg(model, pre, "wan_animate_k4", "method.frozen_dtype=bfloat16"), tmp_path / "fp32")
