@@ -131,7 +131,7 @@ def run(cfg) -> dict:
             path = out / rel
             if path.is_file() and not cfg.overwrite:
                 summary["done_before"] += 1
-                clips.append({"file": str(rel), "video_id": e.video_id})
+                clips.append({"file": str(rel), "video_id": e.video_id, "index": i})
                 continue
             try:
                 sample = ds.load(i)
@@ -155,7 +155,7 @@ def run(cfg) -> dict:
             }
             _save(tensors, path, {"video_id": e.video_id, "split": split})
             summary["written"] += 1
-            clips.append({"file": str(rel), "video_id": e.video_id})
+            clips.append({"file": str(rel), "video_id": e.video_id, "index": i})
         manifest.setdefault("splits", {})[split] = {"clips": clips, "clips_per_video": int(per_video)}
         summary["splits"][split] = len(clips)
     manifest["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -8,6 +8,10 @@ A batch holds what the transformer reads, and nothing needs the VAE or the text 
 - ``face_pixel_values`` ``(B, 3, F, S, S)`` in ``[-1, 1]``: the stored face crops resized to the motion encoder's
   ``S`` by diffusers' ``VideoProcessor`` exactly as ``WanAnimatePipeline`` resizes a face video;
 - ``video_id``, ``clip_index``, ``frame_index``, ``reference_index``: where the clip comes from.
+
+With ``frames`` (validation and ``evaluate``: ground truth to score samples against) each item also holds the clip as
+the source dataset serves it (``video``, ``pose``, ``reference``, masks, keypoints): the same fixed window,
+re-read from ``<manifest data_root>`` by the datamodule's own dataset.
 """
 
 from __future__ import annotations
@@ -37,7 +41,14 @@ def read_manifest(root: str | Path, option: str = "data.root") -> dict:
 
 
 class PrecomputedClips(Dataset):
-    def __init__(self, root: str | Path, split: str, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        dtype: torch.dtype = torch.float32,
+        frames: bool = False,
+        clips_per_video: int | None = None,
+    ):
         self.root = Path(root)
         self.manifest = read_manifest(root)
         splits = self.manifest.get("splits", {})
@@ -46,8 +57,13 @@ class PrecomputedClips(Dataset):
                 f"data.root={root}: no precomputed clips of split '{split}' (it has {sorted(splits)}); add it with "
                 f"`python -m dancelcm.precompute ... splits.{split}=N`"
             )
-        self.clips = splits[split]["clips"]
+        self.split, self.per_video = split, int(splits[split]["clips_per_video"])
+        # at most clips_per_video of each video's fixed clips (evaluate's one clip per held-out video)
+        keep = self.per_video if clips_per_video is None else int(clips_per_video)
+        self.clips = [c for c in splits[split]["clips"] if c.get("index", 0) % self.per_video < keep]
         self.dtype = dtype
+        self.frames = frames
+        self._source = None
         self._prompt: dict | None = None
         self._processor = None
 
@@ -72,12 +88,35 @@ class PrecomputedClips(Dataset):
         frames = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in face_u8]
         return self._processor.preprocess_video(frames, height=size, width=size)[0]
 
+    def source(self):
+        """The source dataset's clips of this split, cut as ``precompute`` cut them (its fixed windows)."""
+        if self._source is None:
+            from dancelcm.data.datamodule import PoseVideoDataModule
+
+            m = self.manifest
+            dm = PoseVideoDataModule(
+                root=m["data_root"], num_frames=m["num_frames"], stride=m["stride"],
+                resolution=[m["height"], m["width"]], face_scale=m["face_scale"], num_workers=0, generate=False,
+            )  # fmt: skip
+            self._source = dm.dataset(self.split, train=False, clips_per_video=self.per_video)
+        return self._source
+
     def __getitem__(self, index: int) -> dict:
         from safetensors.torch import load_file
 
         clip = self.clips[index]
         stored = load_file(str(self.root / clip["file"]))
-        item = {k: stored[k].to(self.dtype) for k in STORED}
+        item = {}
+        if self.frames:
+            if "index" not in clip:
+                raise MissingPathError(f"{self.root}: made by an older precompute; run it again to add clip indices")
+            item = self.source().load(int(clip["index"]))
+            if not torch.equal(item["frame_index"], stored["frame_index"]):
+                raise MissingPathError(
+                    f"{self.root / clip['file']}: the source dataset at {self.manifest['data_root']} no longer cuts "
+                    "this clip as it was precomputed (changed videos?); run precompute again"
+                )
+        item |= {k: stored[k].to(self.dtype) for k in STORED}
         item |= {k: v.to(self.dtype) for k, v in self.prompt().items()}
         item["face_pixel_values"] = self.face_pixel_values(stored["face"]).to(self.dtype)
         item["frame_index"] = stored["frame_index"]
@@ -96,6 +135,9 @@ class PrecomputedDataModule(L.LightningDataModule):
         batch_size: int = 1,
         val_batch_size: int = 1,
         num_workers: int = 2,
+        val_frames: bool = True,
+        val_clips_per_video: int | None = None,
+        synthesize: dict | None = None,
         train_split: str = "train",
         val_split: str = "test",
         seed: int = 0,
@@ -105,6 +147,9 @@ class PrecomputedDataModule(L.LightningDataModule):
         self.root = root
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.val_frames, self.val_clips_per_video = val_frames, val_clips_per_video
+        if synthesize:
+            raise ValueError("data.synthesize: precomputed clips are never generated; leave it unset")
         self.train_split, self.val_split = train_split, val_split
         self.train_dataset: PrecomputedClips | None = None
         self.val_dataset: PrecomputedClips | None = None
@@ -115,7 +160,9 @@ class PrecomputedDataModule(L.LightningDataModule):
             self.train_dataset = PrecomputedClips(self.root, self.train_split)
         evaluating = stage in (None, "fit", "validate", "test", "predict")
         if evaluating and self.val_dataset is None and self.val_split in self.manifest.get("splits", {}):
-            self.val_dataset = PrecomputedClips(self.root, self.val_split)
+            self.val_dataset = PrecomputedClips(
+                self.root, self.val_split, frames=self.val_frames, clips_per_video=self.val_clips_per_video
+            )
 
     def train_dataloader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.seed)

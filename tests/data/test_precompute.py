@@ -66,6 +66,9 @@ def test_precomputed_clips_equal_the_adapter_on_the_same_clip_and_a_rerun_skips_
     torch.testing.assert_close(item["negative_prompt_embeds"], negative[0], rtol=0, atol=1e-6)
     assert torch.equal(item["frame_index"], sample["frame_index"]) and item["video_id"] == sample["video_id"]
 
+    with_frames = PrecomputedClips(out, "test", frames=True)[0]  # ground truth for evaluation: the same window
+    assert torch.equal(with_frames["video"], sample["video"]) and torch.equal(with_frames["latents"], item["latents"])
+
     dm = PrecomputedDataModule(str(out), batch_size=2, num_workers=0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

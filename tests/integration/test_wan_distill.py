@@ -175,3 +175,31 @@ def test_a_bf16_base_trains_fp32_adapters_and_aux_head_under_bf16_mixed(wan_setu
     assert torch.isfinite(torch.tensor(float(trainer.callback_metrics["train/loss"])))
     with pytest.raises(ConfigError, match="method.frozen_dtype=bfloat16 with trainer.precision=32-true"):
         run(_train_cfg(model, pre, "wan_animate_k4", "method.frozen_dtype=bfloat16"), tmp_path / "fp32")
+
+
+@pytest.mark.slow
+def test_the_whole_path_through_the_real_commands(synthetic_root, tmp_path):
+    """As a user runs it: a tiny model folder -> precompute -> train +experiment=wan_animate_k4 -> evaluate the
+    export against the teacher on the held-out clips (ground truth re-read from the source dataset)."""
+    from tests.conftest import run_module
+
+    model, pre, runs = tmp_path / "Wan2.2-Animate-tiny", tmp_path / "pre", tmp_path / "runs"
+    run_module(["dancelcm.models.wan.tiny", f"out={model}"], cwd=tmp_path)
+    run_module(["dancelcm.precompute", f"model.path={model}", f"data.root={synthetic_root}", f"out={pre}",
+                "data.num_frames=9", "data.resolution=32", "splits.train=1", "splits.test=1",
+                "max_sequence_length=16"], cwd=tmp_path)  # fmt: skip
+    run_module(["dancelcm.train", "+experiment=wan_animate_k4", "trainer=default", f"method.teacher={model}",
+                f"data.root={pre}", f"paths.output_dir={runs}", "data.batch_size=2", "data.num_workers=0",
+                "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
+                "method.validation.teacher_steps=2", "method.frozen_dtype=float32", "method.lora.rank=4",
+                "method.lora.alpha=4", "callbacks.sample_videos.mp4=false"], cwd=tmp_path)  # fmt: skip
+    export = runs / "wan_animate_k4" / "export"
+    assert (export / "pytorch_lora_weights.safetensors").is_file()
+    assert list((runs / "wan_animate_k4" / "samples").glob("*.png"))  # validation samples vs the real frames
+    out = tmp_path / "eval"
+    run_module(["dancelcm.evaluate", f"teacher={model}", f"students={{k4:'{export}'}}", "data=precomputed",
+                f"data.root={pre}", "data.num_workers=0", "teacher_steps=[2]", "guidance=[1.0]", "vs_teacher.steps=2",
+                "vs_teacher.guidance=1.0", "student_steps=[1,2,4]", "feature_net=null", "reference_baseline=false",
+                "max_clips=2", f"out_dir={out}"], cwd=tmp_path)  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"k4 1-step", "k4 4-step"} <= set(metrics) and metrics["k4 4-step"]["clips"] == 2
