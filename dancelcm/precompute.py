@@ -62,8 +62,8 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    from dancelcm.data.dataset import DataError
-    from dancelcm.models.wan.inputs import WanAnimateEncoders, check_model_folder, face_video_from_clip, to_pil
+    from dancelcm.data.dataset import DataError, face_video_from_clip
+    from dancelcm.models.wan.inputs import WanAnimateEncoders, check_model_folder, to_pil
 
     check_model_folder(cfg.model.path)  # the required option first
     if cfg.latent_dtype not in ("float32", "bfloat16"):

@@ -276,6 +276,20 @@ def crop_square(image: torch.Tensor, box, scale: float, size: int) -> torch.Tens
     return F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
+def face_video_from_clip(video: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
+    """The driving face video of a clip: per frame, a square crop around the face box (``boxes`` in ``[0, 1]`` of
+    the clip, ``(F, 4)`` x0 y0 x1 y1), resized to ``size``; frames without a face are black (the pipeline's
+    unconditional face is all -1). ``video`` ``(F, 3, H, W)`` in ``[-1, 1]`` -> ``(F, 3, size, size)``."""
+    h, w = video.shape[-2:]
+    out = torch.full((video.shape[0], 3, size, size), -1.0)
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    for k in range(video.shape[0]):
+        if bool(valid[k]):
+            box = (boxes[k].float() * scale).tolist()
+            out[k] = crop_square(video[k].float(), box, 1.5, size)
+    return out.clamp(-1, 1)
+
+
 class TripletDataset(Dataset):
     """Map-style dataset of pose-video-face clips over scanned ``VideoEntry`` items.
 

@@ -315,7 +315,8 @@ def load_bundle(directory: str | Path, option: str = "model_dir", torch_dtype=No
     if is_wan_folder(d):
         from dancelcm.models.wan.bundle import load_wan_teacher
 
-        return load_wan_teacher(d, option, torch_dtype=torch_dtype)
+        animator, codec, meta = load_wan_teacher(d, option, torch_dtype=torch_dtype)
+        return Bundle(animator, schedule_from_config(meta["scheduler"]), codec, meta)
     if not (d / "bundle.json").is_file():
         if "wan" in d.name.lower():  # most likely a Wan2.2-Animate folder: say what it must hold
             from dancelcm.models.wan.inputs import check_model_folder

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from dancelcm.cli import ConfigError, MissingPathError, PathExistsError
+from dancelcm.data.dataset import face_video_from_clip
 from dancelcm.data.precomputed import PrecomputedClips, PrecomputedDataModule
-from dancelcm.models.wan.inputs import WanAnimateEncoders, face_video_from_clip, to_pil
+from dancelcm.models.wan.inputs import WanAnimateEncoders, to_pil
 from dancelcm.models.wan.tiny import save_tiny_wan_animate
 from dancelcm.precompute import run
 from tests.conftest import run_module

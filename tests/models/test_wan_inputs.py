@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from dancelcm.cli import MissingPathError
-from dancelcm.models.wan.inputs import WanAnimateEncoders, check_model_folder, face_video_from_clip, to_pil
+from dancelcm.data.dataset import face_video_from_clip
+from dancelcm.models.wan.inputs import WanAnimateEncoders, check_model_folder, to_pil
 from dancelcm.models.wan.tiny import save_tiny_wan_animate
 
 F, H, W = 9, 64, 48

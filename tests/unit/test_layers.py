@@ -30,8 +30,10 @@ ALLOWED = {
     "report": {"cli", "evaluation"},
     "animate": {"cli", "data", "media", "models", "sampling"},
     "train": {"cli", "callbacks", "lit"},
-    # tools: bench measures training steps too (the LightningModules); probe, feature_net and half are inference
-    "tools": {"cli", "data", "diffusion", "lit", "metrics", "models", "sampling"},
+    "precompute": {"cli", "data", "models"},
+    # tools: bench and wan_step measure training steps too (the LightningModules, the distillation maths); probe,
+    # feature_net and half are inference
+    "tools": {"cli", "data", "diffusion", "distill", "lit", "metrics", "models", "sampling"},
     "demo": {"cli", "evaluation", "media", "metrics", "models"},
 }
 INFERENCE = ("evaluate", "report", "animate", "probe", "sampling", "evaluation", "media")

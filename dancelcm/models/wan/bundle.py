@@ -93,13 +93,12 @@ def wan_teacher_meta(directory: Path) -> dict:
 
 
 def load_wan_teacher(directory: str | Path, option: str, torch_dtype=None):
-    from dancelcm.diffusion import schedule_from_config
-    from dancelcm.models.bundle import Bundle
-
+    """``(animator, codec, meta)`` of a local Wan2.2-Animate folder (``models.bundle.load_bundle`` makes the
+    Bundle)."""
     d = check_model_folder(directory, option, needs=("model_index.json", "transformer", "vae", "scheduler"))
     meta = wan_teacher_meta(d)
     animator = WanAnimator.from_pretrained(d, torch_dtype=torch_dtype)
-    return Bundle(animator, schedule_from_config(meta["scheduler"]), WanVideoCodec(str(d.resolve())), meta)
+    return animator, WanVideoCodec(str(d.resolve())), meta
 
 
 def load_wan_student(directory: Path, meta: dict, base_animator=None):

@@ -174,28 +174,11 @@ def json_file(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def face_video_from_clip(video: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
-    """The driving face video of a clip: per frame, a square crop around the face box (``boxes`` in ``[0, 1]`` of
-    the clip, ``(F, 4)`` x0 y0 x1 y1), resized to ``size``; frames without a face are black (the pipeline's
-    unconditional face is all -1). ``video`` ``(F, 3, H, W)`` in ``[-1, 1]`` -> ``(F, 3, size, size)``."""
-    from dancelcm.data.dataset import crop_square
-
-    h, w = video.shape[-2:]
-    out = torch.full((video.shape[0], 3, size, size), -1.0)
-    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    for k in range(video.shape[0]):
-        if bool(valid[k]):
-            box = (boxes[k].float() * scale).tolist()
-            out[k] = crop_square(video[k].float(), box, 1.5, size)
-    return out.clamp(-1, 1)
-
-
 __all__ = [
     "ENCODERS",
     "LAYOUT",
     "WanAnimateEncoders",
     "check_model_folder",
-    "face_video_from_clip",
     "frames_ok",
     "to_pil",
 ]
