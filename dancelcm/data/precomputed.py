@@ -22,7 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dancelcm.cli import MissingPathError
 
@@ -165,9 +165,17 @@ class PrecomputedDataModule(L.LightningDataModule):
             )
 
     def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
+        """Shuffled by ``seed`` and sharded over the ranks so that the global batch of a step is the same clips on any
+        number of processes (rank r takes every world-th clip of the epoch's permutation)."""
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        sampler = DistributedSampler(
+            self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+        )
         return DataLoader(
-            self.train_dataset, self.batch_size, shuffle=True, generator=g, num_workers=self.num_workers,
+            self.train_dataset, self.batch_size, sampler=sampler, num_workers=self.num_workers,
             pin_memory=self.pin_memory, drop_last=True, persistent_workers=self.num_workers > 0,
         )  # fmt: skip
 

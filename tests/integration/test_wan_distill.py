@@ -203,3 +203,27 @@ def test_the_whole_path_through_the_real_commands(synthetic_root, tmp_path):
                 "max_clips=2", f"out_dir={out}"], cwd=tmp_path)  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"k4 1-step", "k4 4-step"} <= set(metrics) and metrics["k4 4-step"]["clips"] == 2
+
+
+@pytest.mark.slow  # the real CLI with 2 gloo ranks in subprocesses
+def test_two_fsdp_ranks_distil_wan_like_one_process_with_the_global_batch(wan_setup, tmp_path):
+    """trainer=fsdp on the Wan transformer (each of its blocks and face adapters a unit, the LoRA base shared and
+    sharded, the aux head its own unit): 2 ranks x batch 1 log the per-step losses of 1 process x batch 2."""
+    from tests.conftest import run_module
+    from tests.integration.test_resume import _losses
+
+    model, pre = wan_setup
+    common = ["dancelcm.train", "+experiment=wan_animate_k4", f"method.teacher={model}", f"data.root={pre}",
+              "data.num_workers=0", "trainer.max_steps=3", "trainer.limit_val_batches=0",
+              "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1", "callbacks.sample_videos=null",
+              "callbacks.export_every_n_steps=null", "method.warmup_steps=0", "method.lr=1e-3",
+              "method.frozen_dtype=float32", "method.lora.rank=4", "method.lora.alpha=4",
+              "trainer.precision=32-true"]  # fmt: skip
+    single, sharded = tmp_path / "single", tmp_path / "fsdp"
+    run_module([*common, "trainer=default", "data.batch_size=2", f"hydra.run.dir={single}"], cwd=tmp_path)
+    run_module([*common, "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=1",
+                f"hydra.run.dir={sharded}"], cwd=tmp_path)  # fmt: skip
+    a, b = _losses(single), _losses(sharded)
+    assert sorted(a) == sorted(b) == [0, 1, 2]
+    for s in a:
+        assert b[s] == pytest.approx(a[s], rel=1e-4, abs=1e-6), (s, a[s], b[s])
