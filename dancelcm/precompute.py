@@ -13,6 +13,8 @@ writes one safetensors file per clip:
         pose_latents       (C, T, h, w)
         image_embeds       (L, D)              CLIP vision features of the reference frame
         face               (F, 3, S, S) uint8  the driving face video (per-frame crops; black without a face)
+        face_latents       (C, 1, s/8, s/8)    the reference face crop (data.face_size) through the VAE (the
+                                               student's optional extra face path, method.face.enabled)
         frame_index, reference_index           where the clip lies in its video (for ground-truth frames)
 
 ``out`` defaults to ``<data.root>/precomputed/<name>``. Resumable: a clip file is written to a temporary name and
@@ -75,6 +77,10 @@ def run(cfg) -> dict:
             "4x after the first frame); use e.g. 9, 17, 33 or 77"
         )
     height, width = (dm.resolution, dm.resolution) if isinstance(dm.resolution, int) else tuple(dm.resolution)
+    if dm.face_size % 8:
+        raise ConfigError(
+            f"data.face_size={dm.face_size}: the reference face crop goes through the Wan VAE (8x); use a multiple of 8"
+        )
     enc = WanAnimateEncoders(cfg.model.path, device=cfg.device, max_sequence_length=int(cfg.max_sequence_length))
     face_size = int(cfg.face_size or enc.face_size)
     dtype = getattr(torch, cfg.latent_dtype)
@@ -89,6 +95,7 @@ def run(cfg) -> dict:
         "num_frames": dm.clip.num_frames,
         "stride": dm.clip.stride,
         "face_size": face_size,
+        "reference_face_size": dm.face_size,
         "face_scale": dm.face_scale,
         "prompt": cfg.prompt,
         "negative_prompt": cfg.negative_prompt,
@@ -97,7 +104,8 @@ def run(cfg) -> dict:
         "latent_channels": enc.latent_channels,
         "motion_encoder_size": enc.face_size,
     }
-    fixed = ("model", "height", "width", "num_frames", "stride", "face_size", "prompt", "max_sequence_length")
+    fixed = ("model", "height", "width", "num_frames", "stride", "face_size", "reference_face_size", "prompt",
+             "max_sequence_length")  # fmt: skip
     mf = out / "manifest.json"
     if mf.is_file():
         old = json.loads(mf.read_text())
@@ -148,6 +156,9 @@ def run(cfg) -> dict:
             tensors = {
                 k: inputs[k][0].to(dtype) for k in ("latents", "reference_latents", "pose_latents", "image_embeds")
             }
+            # the reference face crop (data.face_size) as VAE latents: the student's optional extra face path
+            reference_face = to_pil(sample["face"][None])[0]
+            tensors["face_latents"] = enc.encode_face(reference_face, reference_face.size[0])[0].to(dtype)
             tensors |= {
                 "face": face_u8,
                 "frame_index": sample["frame_index"],

@@ -117,6 +117,8 @@ class PrecomputedClips(Dataset):
                     "this clip as it was precomputed (changed videos?); run precompute again"
                 )
         item |= {k: stored[k].to(self.dtype) for k in STORED}
+        if "face_latents" in stored:  # the reference face's VAE latents (the student's optional extra face path)
+            item["face_latents"] = stored["face_latents"].to(self.dtype)
         item |= {k: v.to(self.dtype) for k, v in self.prompt().items()}
         item["face_pixel_values"] = self.face_pixel_values(stored["face"]).to(self.dtype)
         item["frame_index"] = stored["frame_index"]

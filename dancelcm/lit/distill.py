@@ -68,7 +68,9 @@ class DistillModule(L.LightningModule):
         # Not a registered submodule: the teacher is frozen, never trained, never saved.
         self.__dict__["teacher"] = teacher_net
         face = None
-        if cfg.face.enabled:  # the crop in pixels -> latent tokens through the teacher bundle's autoencoder
+        if cfg.face.enabled and self.family == "wan_animate":  # the extra path on the transformer (models/wan/face.py)
+            face = {}
+        elif cfg.face.enabled:  # the crop in pixels -> latent tokens through the teacher bundle's autoencoder
             face = face_config(
                 {"face_size": int((data or {}).get("face_size", 32))}, self.autoencoder.factor, cfg.teacher
             )
@@ -90,7 +92,8 @@ class DistillModule(L.LightningModule):
             self.uncond = bundle_uncond(bundle, cfg.uncond or None)
         except ValueError as e:
             raise ValueError(f"method.{e}") from e
-        self.condition_dropout = {"face": cfg.face.dropout} if cfg.face.enabled and cfg.face.dropout > 0 else {}
+        face_name = "face_vae" if self.family == "wan_animate" else "face"  # Wan's own "face" is the driving video
+        self.condition_dropout = {face_name: cfg.face.dropout} if cfg.face.enabled and cfg.face.dropout > 0 else {}
         self.curriculum = cfg.curriculum_schedule
         self._teacher_samples: dict | None = None
 

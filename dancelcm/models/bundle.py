@@ -260,7 +260,10 @@ def load_lora_animator(directory, meta: dict, base_animator: Animator) -> Animat
 
     d = Path(directory)
     config = json.loads((d / "animator_config.json").read_text())
-    if config.get("face") and not base_animator.config.get("face"):
+    if config.get("face") and getattr(base_animator, "family", None) == "wan_animate":
+        animator = base_animator
+        animator.add_face_path(config["face"])  # its weights come with the student's own (below)
+    elif config.get("face") and not base_animator.config.get("face"):
         animator = Animator(**config)
         missing, unexpected = animator.load_state_dict(base_animator.state_dict(), strict=False)
         if unexpected or [k for k in missing if "face" not in k and "_ip" not in k]:

@@ -100,7 +100,7 @@ def face_processors(backbone: nn.Module) -> list[nn.Module]:
 
 def is_face_parameter(name: str) -> bool:
     """Whether a parameter name belongs to the face path (the face tokenizer, the decoupled key/value projections)."""
-    return ".embedders.face." in f".{name}" or "_ip." in name
+    return ".embedders.face." in f".{name}" or "_ip." in name or ".face_path." in f".{name}"
 
 
 def face_parameters(module: nn.Module) -> list[nn.Parameter]:

@@ -75,12 +75,10 @@ def student_from_teacher(teacher: Animator, face: dict | None, aux_head: bool) -
     """A student initialised from ``teacher`` (every teacher weight copied; the face path's new weights start at
     zero output), optionally with the face path (``face``: the face embedder's arguments) and the aux head."""
     if getattr(teacher, "family", None) == "wan_animate":
+        animator = copy.deepcopy(teacher).float().train().requires_grad_(True)
         if face is not None:
-            raise ValueError(
-                "method.face.enabled=true: the paper's extra face path is not available on a Wan2.2-Animate teacher "
-                "yet (it reads the face video through its own face adapter); set method.face.enabled=false"
-            )
-        return Student(copy.deepcopy(teacher).float().train().requires_grad_(True), aux_head)
+            animator.add_face_path()
+        return Student(animator, aux_head)
     config = dict(teacher.config)
     if face is not None:
         config["face"] = face
@@ -105,6 +103,10 @@ def lora_student(teacher: Animator, face: dict | None, aux_head: bool, spec) -> 
 
     if face is None:
         animator = teacher
+    elif getattr(teacher, "family", None) == "wan_animate":  # the path is added to the one network, not a copy
+        animator = teacher
+        animator.add_face_path()
+        animator.face_path.float()
     else:
         animator = student_from_teacher(teacher, face, aux_head=False).animator
     add_lora(animator.backbone, spec)  # freezes the backbone's base weights

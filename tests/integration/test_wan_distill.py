@@ -227,3 +227,41 @@ def test_two_fsdp_ranks_distil_wan_like_one_process_with_the_global_batch(wan_se
     assert sorted(a) == sorted(b) == [0, 1, 2]
     for s in a:
         assert b[s] == pytest.approx(a[s], rel=1e-4, abs=1e-6), (s, a[s], b[s])
+
+
+@pytest.mark.parametrize("student", ["lora", pytest.param("full", marks=pytest.mark.slow)])
+def test_the_papers_extra_face_path_starts_as_the_teacher_trains_and_round_trips(student, wan_setup, tmp_path):
+    """method.face.enabled=true on Wan: the reference face's VAE latents through a zero-initialised cross-attention
+    after Wan's face-adapter blocks. At init the student (and the LoRA teacher view, path off) equal the teacher; the
+    path trains; the EMA target's copy reads its own path; the export loads back with the trained path."""
+    from dancelcm.data.precomputed import PrecomputedClips
+
+    model, pre = wan_setup
+    cfg = _train_cfg(model, pre, "wan_animate_k4", f"method.student={student}", "method.face.enabled=true",
+                     "method.face.dropout=0.5")  # fmt: skip
+    module = build_module(cfg)
+    animator = module.student.animator
+    assert animator.condition_names[-1] == "face_vae" and animator.face_path is not None
+    assert module.condition_dropout == {"face_vae": 0.5}
+    item = PrecomputedClips(pre, "train")[0]
+    batch = {k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()}
+    cond = module.conditions(batch, [])
+    x_t, t = torch.randn_like(batch["latents"]), module.schedule.network_timestep(torch.tensor([500]))
+    with torch.no_grad():
+        torch.testing.assert_close(module.student(x_t, t, cond), module.teacher(x_t, t, cond), rtol=0, atol=1e-5)
+    if student == "full":  # the EMA target's deep copy runs its own face path, not the student's
+        hook = next(iter(module.target.shadow.animator.backbone.blocks[0]._forward_hooks.values()))
+        assert hook.func.__self__ is module.target.shadow.animator.face_path
+    trainer, module = run(cfg, tmp_path / "run")
+    path = module.student.animator.face_path
+    assert path.attn[0].to_out.weight.abs().max() > 0  # trained away from its zero start
+    bundle = load_bundle(tmp_path / "run" / "export")
+    assert bundle.animator.face_path is not None
+    trained = {k: v for k, v in module.student.animator.face_path.state_dict().items()}
+    for k, v in bundle.animator.face_path.state_dict().items():
+        torch.testing.assert_close(v.float(), trained[k].float(), msg=k)
+    with torch.no_grad():
+        off = bundle.animator(x_t, t, {**cond, "drop": {}})
+        with bundle.animator.without_conditions(["face_vae"]):
+            without = bundle.animator(x_t, t, {**cond, "drop": {}})
+    assert (off - without).abs().max() > 0  # the trained path changes the prediction

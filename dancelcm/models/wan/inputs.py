@@ -157,6 +157,15 @@ class WanAnimateEncoders:
         return out
 
     @torch.no_grad()
+    def encode_face(self, face: Image.Image, size: int) -> torch.Tensor:
+        """The reference face crop's standardised VAE latents ``(1, C, 1, size / 8, size / 8)`` (the student's extra
+        face path, :mod:`dancelcm.models.wan.face`), through the pose path's helpers (a one-frame video)."""
+        if size % self.spatial:
+            raise ValueError(f"data.face_size={size}: must be a multiple of {self.spatial} (the Wan VAE's factor)")
+        pixels = self.pipe.video_processor.preprocess_video([face], height=size, width=size)
+        return self.pipe.prepare_pose_latents(pixels.to(self.device, dtype=torch.float32), 1, device=self.device)
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Standardised latents ``(B, C, 1 + T, h, w)`` -> video ``(B, 3, F, H, W)`` in ``[-1, 1]``, as the pipeline
         decodes a segment (frame 0, the reference slot, dropped)."""

@@ -31,6 +31,7 @@ from torch import nn
 from dancelcm.cli import MissingPathError
 
 CONFIG_NAME = "animator_config.json"
+FACE_WEIGHTS = "face_path.safetensors"
 FAMILY = "wan_animate"
 BATCH_KEYS = {
     "reference": ("reference_latents", "image_embeds"),
@@ -44,18 +45,43 @@ DROPPABLE = ("face", "text")
 class WanAnimator(nn.Module):
     family = FAMILY
 
-    def __init__(self, transformer: nn.Module, gradient_checkpointing: bool = False):
+    def __init__(self, transformer: nn.Module, gradient_checkpointing: bool = False, face: dict | None = None):
         super().__init__()
         self.backbone = transformer  # the name the LoRA and FSDP code look for
         self.latent_channels = int(transformer.config.out_channels)
         self.factor = 8
-        self.config = {"family": FAMILY, "gradient_checkpointing": gradient_checkpointing}
+        self.config = {"family": FAMILY, "gradient_checkpointing": gradient_checkpointing, "face": None}
+        self.face_path = None
+        self._face_off = False
         if gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
+        if face is not None:
+            self.add_face_path(face)
+
+    def add_face_path(self, face: dict | None = None) -> None:
+        """The paper's extra face path (:mod:`dancelcm.models.wan.face`), zero-initialised: the output is unchanged
+        until it trains. ``face``: its sizes (default: from the transformer's configuration)."""
+        from dancelcm.models.wan.face import WanFacePath
+
+        c = self.backbone.config
+        every, n = c.inject_face_latents_blocks, c.num_layers
+        # after the blocks Wan's own face adapter follows, but the last one (the auxiliary head copies from there)
+        default = {
+            "latent_channels": self.latent_channels,
+            "dim": c.num_attention_heads * c.attention_head_dim,
+            "heads": c.num_attention_heads,
+            "blocks": [i for i in range(0, n - 1, every)] or [0],
+        }
+        face = {**default, **(face or {})}
+        self.face_path = WanFacePath(**face)
+        self.face_path.install(self.backbone)
+        self.config["face"] = face
 
     @property
     def condition_names(self) -> list[str]:
-        return list(BATCH_KEYS)
+        from dancelcm.models.wan.face import CONDITION
+
+        return list(BATCH_KEYS) + ([CONDITION] if self.face_path is not None else [])
 
     def conditions(self, batch: dict, autoencoder=None) -> dict:
         """The condition dict of a batch of precomputed clips (``autoencoder`` unused: the encoders ran before)."""
@@ -66,15 +92,31 @@ class WanAnimator(nn.Module):
                 "`python -m dancelcm.precompute` (data=precomputed)"
             )
         cond = {k: batch[k] for keys in BATCH_KEYS.values() for k in keys}
+        if self.face_path is not None:
+            if "face_latents" not in batch:
+                raise KeyError(
+                    "the student's face path reads batch['face_latents'] (the reference face's VAE latents): "
+                    "precompute the clips again with this version (python -m dancelcm.precompute ... overwrite=true)"
+                )
+            cond["face_latents"] = batch["face_latents"]
         cond["drop"] = {}
         return cond
 
     @contextlib.contextmanager
     def without_conditions(self, names: list[str]) -> Iterator[None]:
-        """The LoRA student's teacher view switches off the student's extra paths; this network has none."""
-        if list(names):
-            raise ValueError(f"{list(names)}: this Wan2.2-Animate network has no extra condition path to switch off")
-        yield
+        """Run without the student's extra face path (the LoRA student's teacher view); the pipeline's own conditions
+        cannot be switched off. Restored afterwards, also on error."""
+        from dancelcm.models.wan.face import CONDITION
+
+        names = list(names)
+        bad = [n for n in names if n != CONDITION or self.face_path is None]
+        if bad:
+            raise ValueError(f"{bad}: only the student's extra face path can be switched off ({self.condition_names})")
+        self._face_off = bool(names)
+        try:
+            yield
+        finally:
+            self._face_off = False
 
     def inputs(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> dict:
         """The transformer's keyword arguments, built as ``WanAnimatePipeline``'s denoising loop builds them."""
@@ -99,6 +141,15 @@ class WanAnimator(nn.Module):
         )
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        path = self.face_path
+        if path is not None:
+            from dancelcm.models.wan.face import CONDITION
+
+            # kept until the next forward: activation checkpointing re-runs the blocks' hooks in the backward pass
+            path.enabled = not self._face_off
+            path.tokens = (
+                path.encode(cond["face_latents"], cond.get("drop", {}).get(CONDITION)) if path.enabled else None
+            )
         return self.backbone(**self.inputs(x_t, t, cond))[0].to(x_t.dtype)
 
     def output_stages(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
@@ -111,6 +162,11 @@ class WanAnimator(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(d / "transformer", safe_serialization=True)
+        if self.face_path is not None:
+            from safetensors.torch import save_file
+
+            state = {k: v.contiguous() for k, v in self.face_path.state_dict().items()}
+            save_file(state, str(d / FACE_WEIGHTS))
         (d / CONFIG_NAME).write_text(json.dumps(self.config, indent=2))
         return d
 
@@ -125,7 +181,12 @@ class WanAnimator(nn.Module):
         config = {k: v for k, v in {**config, **overrides}.items() if k != "family"}
         kwargs = {"local_files_only": True} | ({"torch_dtype": torch_dtype} if torch_dtype is not None else {})
         transformer = WanAnimateTransformer3DModel.from_pretrained(d, subfolder="transformer", **kwargs)
-        return cls(transformer, **config)
+        animator = cls(transformer, **config)
+        if animator.face_path is not None and (d / FACE_WEIGHTS).is_file():
+            from safetensors.torch import load_file
+
+            animator.face_path.load_state_dict(load_file(str(d / FACE_WEIGHTS)))
+        return animator
 
 
 class WanAuxHead(nn.Module):
