@@ -117,6 +117,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
         ("data.benchmark", "workers"),
         ("tools.feature_net", "steps"),
         ("tools.half", "src"),
+        ("precompute", "max_sequence_length"),
     ],
 )
 def test_help_describes_the_command_and_its_own_options(module, option, monkeypatch, capsys):
