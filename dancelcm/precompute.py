@@ -6,7 +6,9 @@ vision and umT5 encoders through ``WanAnimatePipeline``'s own helpers (:mod:`dan
 writes one safetensors file per clip:
 
     <out>/manifest.json                         model, sizes, prompt, counts (a changed model or size stops a rerun)
-    <out>/prompt.safetensors                    prompt_embeds, negative_prompt_embeds  (max_sequence_length, D)
+    <out>/prompts/<key>.safetensors             prompt_embeds, negative_prompt_embeds  (max_sequence_length, D), one
+                                                file per distinct prompt: ``prompt`` for every clip, or a video's
+                                                own ``videos/<id>/prompt.txt`` (key: a hash of the text)
     <out>/<split>/<video_id>/clip_000.safetensors
         latents            (C, 1 + T, h, w)    x0: the reference latent, then the clip's VAE latents
         reference_latents  (4 + C, 1 + T, h, w) mask + reference latent, then the first segment's conditioning
@@ -25,6 +27,7 @@ transformer (``model=wan_animate``, ``data=precomputed``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -119,13 +122,23 @@ def run(cfg) -> dict:
     elif out.exists() and any(out.iterdir()):
         raise PathExistsError(f"out={out}: the folder holds other files and no manifest.json; choose another out=")
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "prompt.safetensors").is_file() or cfg.overwrite:
-        pos, neg = enc.encode_prompt(cfg.prompt, cfg.negative_prompt)
-        _save(
-            {"prompt_embeds": pos[0].to(dtype), "negative_prompt_embeds": neg[0].to(dtype)},
-            out / "prompt.safetensors",
-            {},
-        )
+    manifest.setdefault("prompts", {})
+
+    def prompt_key(text: str) -> str:
+        """The prompt's features, encoded once (``prompts/<key>.safetensors``); returns the key."""
+        key = hashlib.sha1(text.encode()).hexdigest()[:16]
+        path = out / "prompts" / f"{key}.safetensors"
+        if not path.is_file() or cfg.overwrite and key not in encoded:
+            pos, neg = enc.encode_prompt(text, cfg.negative_prompt)
+            _save(
+                {"prompt_embeds": pos[0].to(dtype), "negative_prompt_embeds": neg[0].to(dtype)}, path, {"prompt": text}
+            )
+        encoded.add(key)
+        manifest["prompts"][key] = text
+        return key
+
+    encoded: set[str] = set()
+    prompt_key(cfg.prompt)
 
     summary: dict = {"out": str(out), "written": 0, "done_before": 0, "failed": [], "splits": {}}
     started = time.time()
@@ -137,9 +150,11 @@ def run(cfg) -> dict:
             e = ds.entries[i // ds.clips_per_video]
             rel = Path(split) / e.video_id / f"clip_{i % ds.clips_per_video:03d}.safetensors"
             path = out / rel
+            own = Path(e.directory) / "prompt.txt"  # a video's own prompt, else the one for every clip
+            text = own.read_text().strip() if own.is_file() else cfg.prompt
             if path.is_file() and not cfg.overwrite:
                 summary["done_before"] += 1
-                clips.append({"file": str(rel), "video_id": e.video_id, "index": i})
+                clips.append({"file": str(rel), "video_id": e.video_id, "index": i, "prompt": prompt_key(text)})
                 continue
             try:
                 sample = ds.load(i)
@@ -166,7 +181,7 @@ def run(cfg) -> dict:
             }
             _save(tensors, path, {"video_id": e.video_id, "split": split})
             summary["written"] += 1
-            clips.append({"file": str(rel), "video_id": e.video_id, "index": i})
+            clips.append({"file": str(rel), "video_id": e.video_id, "index": i, "prompt": prompt_key(text)})
         manifest.setdefault("splits", {})[split] = {"clips": clips, "clips_per_video": int(per_video)}
         summary["splits"][split] = len(clips)
     manifest["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -12,6 +12,7 @@
         keypoints.npz               body (F, 18, 3) and face (F, 68, 3): x, y in pixels, confidence (optional)
         faces.json                  {"boxes": [[x0, y0, x1, y1] | null, ...]} per frame (optional)
         meta.json                   {"num_frames", "fps", "height", "width", ...}
+        prompt.txt                  a text prompt for models that read one (Wan2.2-Animate; optional)
         ground_truth.npz            synthetic only: figure_mask (F, H, W, packed bits), turned (F,),
                                     face_visible (F,)
 

@@ -4,7 +4,8 @@ A batch holds what the transformer reads, and nothing needs the VAE or the text 
 
 - ``latents`` ``(B, C, 1 + T, h, w)``: x0 (the reference latent in frame 0, then the clip's latents);
 - ``reference_latents``, ``pose_latents``, ``image_embeds``: as the pipeline builds them;
-- ``prompt_embeds`` / ``negative_prompt_embeds``: the one prompt's umT5 features (shared by every clip);
+- ``prompt_embeds`` / ``negative_prompt_embeds``: the clip's prompt's umT5 features (precompute's ``prompt``, or
+  the video's own ``prompt.txt``);
 - ``face_pixel_values`` ``(B, 3, F, S, S)`` in ``[-1, 1]``: the stored face crops resized to the motion encoder's
   ``S`` by diffusers' ``VideoProcessor`` exactly as ``WanAnimatePipeline`` resizes a face video;
 - ``video_id``, ``clip_index``, ``frame_index``, ``reference_index``: where the clip comes from.
@@ -64,18 +65,18 @@ class PrecomputedClips(Dataset):
         self.dtype = dtype
         self.frames = frames
         self._source = None
-        self._prompt: dict | None = None
+        self._prompts: dict[str, dict] = {}
         self._processor = None
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def prompt(self) -> dict[str, torch.Tensor]:
-        if self._prompt is None:
+    def prompt(self, key: str) -> dict[str, torch.Tensor]:
+        if key not in self._prompts:
             from safetensors.torch import load_file
 
-            self._prompt = load_file(str(self.root / "prompt.safetensors"))
-        return self._prompt
+            self._prompts[key] = load_file(str(self.root / "prompts" / f"{key}.safetensors"))
+        return self._prompts[key]
 
     def face_pixel_values(self, face_u8: torch.Tensor) -> torch.Tensor:
         """uint8 crops ``(F, 3, s, s)`` -> ``(3, F, S, S)`` in [-1, 1], resized as the pipeline resizes a face video."""
@@ -119,7 +120,7 @@ class PrecomputedClips(Dataset):
         item |= {k: stored[k].to(self.dtype) for k in STORED}
         if "face_latents" in stored:  # the reference face's VAE latents (the student's optional extra face path)
             item["face_latents"] = stored["face_latents"].to(self.dtype)
-        item |= {k: v.to(self.dtype) for k, v in self.prompt().items()}
+        item |= {k: v.to(self.dtype) for k, v in self.prompt(clip["prompt"]).items()}
         item["face_pixel_values"] = self.face_pixel_values(stored["face"]).to(self.dtype)
         item["frame_index"] = stored["frame_index"]
         item["reference_index"] = stored["reference_index"][0]

@@ -101,3 +101,21 @@ def test_precompute_command_line(synthetic_root, tiny_wan, tmp_path):
     proc = run_module(["dancelcm.precompute", "model.path=/nowhere", f"data.root={synthetic_root}", f"out={out}"],
                       cwd=tmp_path, ok=False)  # fmt: skip
     assert proc.returncode == 2 and "model.path=/nowhere: no such folder" in proc.stderr
+
+
+def test_a_videos_own_prompt_is_encoded_for_its_clips(fresh_copy, tiny_wan, tmp_path):
+    """The layout's optional videos/<id>/prompt.txt: that video's clips carry its prompt's features, the others the
+    command's prompt; each distinct prompt is encoded once."""
+    test_ids = (fresh_copy / "splits" / "test.txt").read_text().split()
+    (fresh_copy / "videos" / test_ids[0] / "prompt.txt").write_text("a dancer in a red dress\n")
+    out = tmp_path / "pre"
+    run(_cfg(fresh_copy, tiny_wan, out, "~splits.train"))
+    assert len(list((out / "prompts").glob("*.safetensors"))) == 2
+    enc = WanAnimateEncoders(tiny_wan, max_sequence_length=16)
+    own, _ = enc.encode_prompt("a dancer in a red dress")
+    default, _ = enc.encode_prompt("a person is dancing")
+    clips = PrecomputedClips(out, "test")
+    for i in range(len(clips)):
+        item = clips[i]
+        expected = own if item["video_id"] == test_ids[0] else default
+        torch.testing.assert_close(item["prompt_embeds"], expected[0], rtol=0, atol=1e-6)
