@@ -107,12 +107,20 @@ def run(cfg) -> dict:
         "latent_channels": enc.latent_channels,
         "motion_encoder_size": enc.face_size,
     }
-    fixed = ("model", "height", "width", "num_frames", "stride", "face_size", "reference_face_size", "prompt",
-             "max_sequence_length")  # fmt: skip
+    # everything the stored tensors depend on: a rerun with another value would mix clips made two ways
+    fixed = ("model", "data_root", "height", "width", "num_frames", "stride", "face_size", "reference_face_size",
+             "face_scale", "prompt", "negative_prompt", "max_sequence_length", "latent_dtype")  # fmt: skip
+    per_video = {k: int(v) for k, v in OmegaConf.to_container(cfg.splits).items()}
     mf = out / "manifest.json"
     if mf.is_file():
         old = json.loads(mf.read_text())
         changed = [k for k in fixed if old.get(k) != manifest[k]]
+        # clip files are named by their slot in the video: another spacing of the windows would reuse them wrongly
+        changed += [
+            f"splits.{s}={n} (was {old['splits'][s]['clips_per_video']})"
+            for s, n in per_video.items()
+            if s in old.get("splits", {}) and old["splits"][s]["clips_per_video"] != n
+        ]
         if changed:
             raise PathExistsError(
                 f"out={out}: holds clips precomputed with other {', '.join(changed)}; they cannot be mixed. Choose "
@@ -122,6 +130,9 @@ def run(cfg) -> dict:
     elif out.exists() and any(out.iterdir()):
         raise PathExistsError(f"out={out}: the folder holds other files and no manifest.json; choose another out=")
     out.mkdir(parents=True, exist_ok=True)
+    from dancelcm.data.layout import write_json
+
+    write_json(mf, manifest)  # first: a run stopped part-way resumes (its finished clip files are kept)
     manifest.setdefault("prompts", {})
 
     def prompt_key(text: str) -> str:
@@ -142,8 +153,8 @@ def run(cfg) -> dict:
 
     summary: dict = {"out": str(out), "written": 0, "done_before": 0, "failed": [], "splits": {}}
     started = time.time()
-    for split, per_video in OmegaConf.to_container(cfg.splits).items():
-        ds = dm.dataset(split, train=False, clips_per_video=int(per_video))
+    for split, n_clips in per_video.items():
+        ds = dm.dataset(split, train=False, clips_per_video=n_clips)
         clips = []
         bar = tqdm(range(len(ds)), desc=f"precompute {split}", unit="clip", dynamic_ncols=True)
         for i in bar:
@@ -182,11 +193,10 @@ def run(cfg) -> dict:
             _save(tensors, path, {"video_id": e.video_id, "split": split})
             summary["written"] += 1
             clips.append({"file": str(rel), "video_id": e.video_id, "index": i, "prompt": prompt_key(text)})
-        manifest.setdefault("splits", {})[split] = {"clips": clips, "clips_per_video": int(per_video)}
+        manifest.setdefault("splits", {})[split] = {"clips": clips, "clips_per_video": n_clips}
+        write_json(mf, manifest)
         summary["splits"][split] = len(clips)
     manifest["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    from dancelcm.data.layout import write_json
-
     write_json(mf, manifest)
     log.info(
         "precomputed %s: %d clips written, %d done before, %d failed, %.1f s -> %s",

@@ -75,8 +75,9 @@ class DistillModule(L.LightningModule):
                 {"face_size": int((data or {}).get("face_size", 32))}, self.autoencoder.factor, cfg.teacher
             )
         if cfg.student == "lora":  # one copy of the base weights: the teacher is the student with its adapters off
+            teacher_conditions = list(teacher_net.condition_names)  # before a face path joins the (shared) network
             self.student = lora_student(teacher_net, face, cfg.aux_head, cfg.lora.spec())
-            self.__dict__["teacher"] = SharedTeacher(self.student.animator, teacher_net.condition_names)
+            self.__dict__["teacher"] = SharedTeacher(self.student.animator, teacher_conditions)
             trainable = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
             self.target = ParameterEMA(trainable, cfg.target.decay) if cfg.target.kind == "ema" else None
         else:
@@ -161,7 +162,7 @@ class DistillModule(L.LightningModule):
             return
         net = self.student.animator
         if state is not None:  # a plain copy to hold the gathered weights
-            net = Animator(**self.student.animator.config)
+            net = like(self.student.animator)
             net.load_state_dict(state)
         save_bundle(directory, net, meta, autoencoder=self.autoencoder)
 
@@ -441,3 +442,15 @@ class DistillModule(L.LightningModule):
             "teacher": str(self.cfg.teacher),
             "training": {"global_step": int(self.global_step), "grid": seg.grid_kind},
         }
+
+
+def like(animator: nn.Module) -> nn.Module:
+    """A fresh, unsharded network of ``animator``'s architecture (to hold weights gathered from FSDP shards)."""
+    if getattr(animator, "family", None) == "wan_animate":
+        from diffusers import WanAnimateTransformer3DModel
+
+        from dancelcm.models.wan.network import WanAnimator
+
+        config = {k: v for k, v in animator.config.items() if k != "family"}
+        return WanAnimator(WanAnimateTransformer3DModel.from_config(dict(animator.backbone.config)), **config)
+    return Animator(**animator.config)

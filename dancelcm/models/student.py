@@ -58,14 +58,21 @@ class Student(nn.Module):
         self._features = inputs[0]
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict):
+        if self._tap is not None:  # a transformer family: its hooks keep the head's inputs for this forward only
+            tap = self._tap
+            tap.active = self.aux_head is not None and self.return_aux
+            try:
+                out = self.animator(x_t, t, cond)
+                if not tap.active:
+                    return out
+                aux = self.aux_head(tap.block_args, tap.temb, tap.motion_vec, tuple(x_t.shape)).to(x_t.dtype)
+            finally:
+                tap.active = False
+                tap.clear()
+            return out, aux
         out = self.animator(x_t, t, cond)
         if self.aux_head is None or not self.return_aux:
             return out
-        if self._tap is not None:
-            tap = self._tap
-            aux = self.aux_head(tap.block_args, tap.temb, tap.motion_vec, tuple(x_t.shape)).to(x_t.dtype)
-            tap.clear()
-            return out, aux
         aux = self.aux_head(self._features, x_t.shape[2])
         self._features = None
         return out, self.animator.output_stages(aux, x_t, t, cond)

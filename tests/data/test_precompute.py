@@ -119,3 +119,30 @@ def test_a_videos_own_prompt_is_encoded_for_its_clips(fresh_copy, tiny_wan, tmp_
         item = clips[i]
         expected = own if item["video_id"] == test_ids[0] else default
         torch.testing.assert_close(item["prompt_embeds"], expected[0], rtol=0, atol=1e-6)
+
+
+def test_a_run_stopped_part_way_resumes_and_changed_settings_are_refused(
+    synthetic_root, tiny_wan, tmp_path, monkeypatch
+):
+    """An error (or a kill) part-way through the first run leaves a manifest: the rerun keeps the finished clips. A
+    rerun with another negative prompt or another number of clips per video stops (clips are named by their slot)."""
+    out = tmp_path / "pre"
+    original = WanAnimateEncoders.encode_clip
+    calls = {"n": 0}
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(WanAnimateEncoders, "encode_clip", failing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        run(_cfg(synthetic_root, tiny_wan, out))
+    monkeypatch.setattr(WanAnimateEncoders, "encode_clip", original)
+    again = run(_cfg(synthetic_root, tiny_wan, out))
+    assert again["done_before"] == 2 and again["written"] == 8
+    with pytest.raises(PathExistsError, match="other negative_prompt"):
+        run(_cfg(synthetic_root, tiny_wan, out, "negative_prompt=blurry"))
+    with pytest.raises(PathExistsError, match="splits.train=2 \\(was 1\\)"):
+        run(_cfg(synthetic_root, tiny_wan, out, "splits.train=2"))

@@ -206,9 +206,11 @@ def test_the_whole_path_through_the_real_commands(synthetic_root, tmp_path):
 
 
 @pytest.mark.slow  # the real CLI with 2 gloo ranks in subprocesses
-def test_two_fsdp_ranks_distil_wan_like_one_process_with_the_global_batch(wan_setup, tmp_path):
+@pytest.mark.parametrize("student", ["lora", "full"])
+def test_two_fsdp_ranks_distil_wan_like_one_process_with_the_global_batch(student, wan_setup, tmp_path):
     """trainer=fsdp on the Wan transformer (each of its blocks and face adapters a unit, the LoRA base shared and
-    sharded, the aux head its own unit): 2 ranks x batch 1 log the per-step losses of 1 process x batch 2."""
+    sharded, the aux head its own unit): 2 ranks x batch 1 log the per-step losses of 1 process x batch 2, and the
+    export gathered from the shards loads and equals the single process's."""
     from tests.conftest import run_module
     from tests.integration.test_resume import _losses
 
@@ -216,8 +218,8 @@ def test_two_fsdp_ranks_distil_wan_like_one_process_with_the_global_batch(wan_se
     common = ["dancelcm.train", "+experiment=wan_animate_k4", f"method.teacher={model}", f"data.root={pre}",
               "data.num_workers=0", "trainer.max_steps=3", "trainer.limit_val_batches=0",
               "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1", "callbacks.sample_videos=null",
-              "callbacks.export_every_n_steps=null", "method.warmup_steps=0", "method.lr=1e-3",
-              "method.frozen_dtype=float32", "method.lora.rank=4", "method.lora.alpha=4",
+              "callbacks.export_every_n_steps=100", "method.warmup_steps=0", "method.lr=1e-3",
+              f"method.student={student}", "method.frozen_dtype=float32", "method.lora.rank=4", "method.lora.alpha=4",
               "trainer.precision=32-true"]  # fmt: skip
     single, sharded = tmp_path / "single", tmp_path / "fsdp"
     run_module([*common, "trainer=default", "data.batch_size=2", f"hydra.run.dir={single}"], cwd=tmp_path)
@@ -227,6 +229,12 @@ def test_two_fsdp_ranks_distil_wan_like_one_process_with_the_global_batch(wan_se
     assert sorted(a) == sorted(b) == [0, 1, 2]
     for s in a:
         assert b[s] == pytest.approx(a[s], rel=1e-4, abs=1e-6), (s, a[s], b[s])
+    one, two = load_bundle(single / "export").animator, load_bundle(sharded / "export").animator
+    x = {k: v for k, v in one.state_dict().items() if v.is_floating_point()}
+    y = two.state_dict()
+    assert x.keys() <= y.keys()
+    moved = max((x[k] - y[k]).abs().max().item() for k in x)
+    assert moved < 1e-3, moved  # gathered from the shards: the same trained network
 
 
 @pytest.mark.parametrize("student", ["lora", pytest.param("full", marks=pytest.mark.slow)])
@@ -265,3 +273,50 @@ def test_the_papers_extra_face_path_starts_as_the_teacher_trains_and_round_trips
         with bundle.animator.without_conditions(["face_vae"]):
             without = bundle.animator(x_t, t, {**cond, "drop": {}})
     assert (off - without).abs().max() > 0  # the trained path changes the prediction
+
+
+def test_the_lora_teacher_view_ignores_a_trained_face_path_and_the_aux_tap_keeps_nothing_else(wan_setup):
+    """Review fixes: with the face path's output no longer zero, the LoRA student's teacher view is still exactly the
+    frozen teacher (the path is switched off there); and only the student's own aux-head forward leaves activations
+    in the hooks (not the teacher's or the target's)."""
+    from dancelcm.data.precomputed import PrecomputedClips
+
+    model, pre = wan_setup
+    module = build_module(_train_cfg(model, pre, "wan_animate_k4", "method.student=lora", "method.face.enabled=true"))
+    frozen = load_bundle(model).animator
+    item = PrecomputedClips(pre, "train")[0]
+    batch = {k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()}
+    cond = module.conditions(batch, [])
+    x_t, t = torch.randn_like(batch["latents"]), module.schedule.network_timestep(torch.tensor([700]))
+    with torch.no_grad():
+        for attn in module.student.animator.face_path.attn:  # as if trained
+            attn.to_out.weight.normal_(0, 0.5)
+        student = module.student(x_t, t, cond)
+        teacher = module.teacher(x_t, t, cond)
+        assert module.student._tap.block_args is None  # the teacher's forward kept nothing
+        reference = frozen(x_t, t, {k: v for k, v in cond.items() if k != "face_latents"})
+    torch.testing.assert_close(teacher, reference, rtol=0, atol=1e-5)
+    assert (student - teacher).abs().max() > 1e-3  # the path is on for the student
+
+
+def test_the_aux_head_copies_a_face_adapter_that_follows_the_last_block(tmp_path):
+    """When Wan's face adapter follows the last block too (inject_face_latents_blocks divides num_layers - 1), the
+    auxiliary head copies it: still equal to the main output at initialisation."""
+    from diffusers import WanAnimateTransformer3DModel
+
+    from dancelcm.models.student import Student
+    from dancelcm.models.wan.network import WanAnimator
+    from dancelcm.models.wan.tiny import TINY_TRANSFORMER
+
+    torch.manual_seed(0)
+    net = WanAnimator(WanAnimateTransformer3DModel(**{**TINY_TRANSFORMER, "inject_face_latents_blocks": 1}))
+    student = Student(net, aux_head=True)
+    assert student.aux_head.face_adapter is not None
+    b = lambda *s: torch.randn(1, *s)  # noqa: E731
+    cond = {"reference_latents": b(20, 3, 4, 4), "image_embeds": b(257, 16), "pose_latents": b(16, 2, 4, 4),
+            "face_pixel_values": b(3, 5, 32, 32).clamp(-1, 1), "prompt_embeds": b(16, 32),
+            "negative_prompt_embeds": b(16, 32), "drop": {}}  # fmt: skip
+    student.return_aux = True
+    with torch.no_grad():
+        out, aux = student(b(16, 3, 4, 4), torch.tensor([500.0]), cond)
+    torch.testing.assert_close(aux, out, rtol=0, atol=1e-5)

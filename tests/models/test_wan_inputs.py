@@ -81,9 +81,13 @@ def test_training_latents_put_the_reference_in_the_slot_the_pipeline_drops(tiny_
     x0 = ours["latents"]
     assert x0.shape == (1, enc.latent_channels, 1 + (F - 1) // 4 + 1, H // 8, W // 8)
     torch.testing.assert_close(x0[:, :, :1], ours["reference_latents"][:, 4:, :1])
-    # the video's latents are the pose path's standardised VAE latents of the video frames
-    as_pose = enc.encode_clip(reference, video, face, H, W)["pose_latents"]
-    torch.testing.assert_close(x0[:, :, 1:], as_pose, rtol=0, atol=1e-6)
+    # the video's latents: the VAE's latent mode of the frames, standardised with the VAE's mean and std
+    vae = enc.pipe.vae
+    pixels = torch.stack([torch.from_numpy(np.asarray(f)).permute(2, 0, 1).float() / 127.5 - 1 for f in video], 1)
+    mode = vae.encode(pixels[None]).latent_dist.mode()
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    torch.testing.assert_close(x0[:, :, 1:], (mode - mean) / std, rtol=0, atol=1e-5)
     decoded = enc.decode(x0)
     assert decoded.shape == (1, 3, F, H, W) and torch.isfinite(decoded).all()
 
@@ -115,3 +119,37 @@ def test_project_frames_round_trip_to_the_uint8_images_they_came_from_and_faces_
     boxes = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0, 0, 0, 0], [0.5, 0.5, 0.75, 0.75]])
     faces = face_video_from_clip(frames, boxes, torch.tensor([True, False, True]), 8)
     assert faces.shape == (3, 3, 8, 8) and faces[1].eq(-1).all() and not faces[0].eq(-1).all()
+
+
+def test_both_halves_of_the_pipelines_cfg_are_the_networks_inputs_with_and_without_face_and_text(tiny_wan):
+    """With guidance_scale > 1 the pipeline calls its transformer twice: conditional, then with the negative prompt
+    and an all -1 face video. WanAnimator.inputs gives both, from the adapter's inputs, dropping "face" and "text"."""
+    from diffusers import WanAnimatePipeline
+
+    from dancelcm.models.wan.network import WanAnimator
+
+    pipe = WanAnimatePipeline.from_pretrained(tiny_wan, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    calls = []
+    forward = pipe.transformer.forward
+    pipe.transformer.forward = lambda *a, **k: (calls.append(k), forward(*a, **k))[1]
+    reference, pose, face = _frames(1, H, W, 0)[0], _frames(F, H, W, 1), _frames(F, 40, 40, 2)
+    noise = torch.randn(1, 16, 1 + (F - 1) // 4 + 1, H // 8, W // 8, generator=torch.Generator().manual_seed(0))
+    pipe(image=reference, pose_video=pose, face_video=face, prompt="a dancer", negative_prompt="blurry", height=H,
+         width=W, segment_frame_length=F, num_inference_steps=1, guidance_scale=2.0, latents=noise.clone(),
+         max_sequence_length=16, output_type="latent")  # fmt: skip
+    assert len(calls) == 2
+    enc = WanAnimateEncoders(tiny_wan, max_sequence_length=16)
+    pos, neg = enc.encode_prompt("a dancer", "blurry")
+    cond = {**enc.encode_clip(reference, pose, face, H, W), "prompt_embeds": pos, "negative_prompt_embeds": neg}
+    net = WanAnimator(pipe.transformer)
+    t = calls[0]["timestep"]
+    both = {"drop": {"face": torch.tensor([True]), "text": torch.tensor([True])}}
+    for got, drop in ((calls[0], {}), (calls[1], both)):
+        ours = net.inputs(noise, t, {**cond, **drop})
+        for k in ("hidden_states", "timestep", "encoder_hidden_states", "encoder_hidden_states_image",
+                  "pose_hidden_states", "face_pixel_values"):  # fmt: skip
+            torch.testing.assert_close(ours[k], got[k], rtol=0, atol=1e-6, msg=k)
+    assert calls[1]["face_pixel_values"].eq(-1).all()
+    with pytest.raises(ValueError, match="drops only \\['face', 'text'\\]"):  # CFG would silently do nothing
+        net.inputs(noise, t, {**cond, "drop": {"pose": torch.tensor([True])}})

@@ -42,6 +42,8 @@ class WanVideoCodec(nn.Module):
         super().__init__()
         self.pretrained, self.subfolder = str(pretrained), subfolder
         self._vae: list = []  # not a submodule: never saved with a student, never trained
+        # where the module has been moved (Lightning moves submodules with _apply, not .to): the VAE goes there
+        self.register_buffer("_where", torch.zeros(()), persistent=False)
 
     @property
     def vae(self):
@@ -51,16 +53,18 @@ class WanVideoCodec(nn.Module):
             folder = Path(self.pretrained) / self.subfolder
             if not (folder / "config.json").is_file():
                 raise MissingPathError(f"{folder}: no Wan VAE there (the Wan2.2-Animate folder's vae/)")
-            self._vae.append(AutoencoderKLWan.from_pretrained(folder, local_files_only=True).eval())
+            vae = AutoencoderKLWan.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
+            self._vae.append(vae.to(self._where.device))
         return self._vae[0]
 
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.z_dim)
 
-    def to(self, *args, **kwargs):
-        if self._vae:
-            self._vae[0].to(*args, **kwargs)
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self._vae:  # device moves only: the VAE stays in its own dtype
+            self._vae[0].to(self._where.device)
         return self
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -87,8 +91,8 @@ def wan_teacher_meta(directory: Path) -> dict:
         "scheduler": scheduler,
         "autoencoder": {"kind": "wan_vae", "pretrained": str(directory.resolve()), "subfolder": "vae"},
         "data": {},
-        "sampling": {"steps": 20, "guidance": 1.0},  # the pipeline's defaults
-        "uncond": ["face", "text"],  # what the pipeline's CFG drops
+        # the pipeline's defaults; its CFG's unconditional half has the negative prompt and an all -1 face video
+        "sampling": {"steps": 20, "guidance": 1.0, "uncond": ["face", "text"]},
     }
 
 

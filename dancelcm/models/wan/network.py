@@ -123,6 +123,15 @@ class WanAnimator(nn.Module):
         b = x_t.shape[0]
         dtype = self.backbone.dtype if x_t.dtype == torch.float32 else x_t.dtype
         drop = cond.get("drop", {})
+        from dancelcm.models.wan.face import CONDITION
+
+        unknown = [n for n, d in drop.items() if n not in (*DROPPABLE, CONDITION) and d is not None and bool(d.any())]
+        if unknown:  # dropping them would silently change nothing (CFG without effect)
+            raise ValueError(
+                f"{unknown}: Wan2.2-Animate drops only {list(DROPPABLE)} (its pipeline's unconditional half: the "
+                f"negative prompt and an all -1 face video){' and the extra face path' if self.face_path else ''}; "
+                "set method.uncond / uncond to those"
+            )
         face = cond["face_pixel_values"]
         if drop.get("face") is not None and bool(drop["face"].any()):  # the pipeline's unconditional face: all -1
             face = torch.where(drop["face"].view(-1, 1, 1, 1, 1).to(face.device), torch.full_like(face, -1.0), face)
@@ -226,17 +235,22 @@ class WanAuxTap:
 
     def __init__(self, transformer: nn.Module):
         self.block_args = self.temb = self.motion_vec = None
+        self.active = False  # set around the student's forward with the auxiliary head: nothing else is kept
         transformer.blocks[-1].register_forward_pre_hook(self._block)
         transformer.condition_embedder.register_forward_hook(self._temb)
         transformer.face_encoder.register_forward_hook(self._motion)
 
     def _block(self, module, args):
-        self.block_args = args
+        if self.active:
+            self.block_args = args
 
     def _temb(self, module, args, output):
-        self.temb = output[0]
+        if self.active:
+            self.temb = output[0]
 
     def _motion(self, module, args, output):
+        if not self.active:
+            return
         self.motion_vec = torch.cat([torch.zeros_like(output[:, :1]), output], dim=1)  # the forward's zero pad
 
     def clear(self) -> None:
