@@ -145,3 +145,94 @@ def bundle_sampler(bundle, steps: int, guidance: float, seed: int = 0, uncond: l
             raise ValueError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
         return student_sampler(bundle, steps, seed)
     return teacher_sampler(bundle, steps, guidance, bundle_uncond(bundle, uncond))
+
+
+# -- long videos: overlapping windows fused at every step (diffusion/windows.py) -----------------------------------
+# the batch fields that run along the clip's frames (dim 1), sliced per window; the others (reference, face crop,
+# precomputed features of the reference) are the same for every window
+PER_FRAME = ("video", "pose", "face_boxes", "face_boxes_valid", "keypoints", "face_keypoints", "frame_index",
+             "figure_mask", "turned")  # fmt: skip
+
+
+def window_batch(batch: dict, start: int, size: int) -> dict:
+    """The batch of frames ``start .. start + size`` (per-frame fields sliced, the others shared)."""
+    return {k: (v[:, start : start + size] if k in PER_FRAME and torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def long_video_sampler(
+    bundle,
+    steps: int,
+    guidance: float = 1.0,
+    window: int = 8,
+    overlap: int = 2,
+    weights: str = "triangular",
+    uncond: list[str] | None = None,
+    autocast=None,
+    progress: bool = False,
+) -> Sampler:
+    """The bundle's sampler (the teacher's DDIM + CFG, or the student's segments) over a video of any length: windows
+    of ``window`` frames, ``overlap`` frames shared by neighbours, their ``(x0, eps)`` fused at every step with
+    ``weights`` (:mod:`dancelcm.diffusion.windows`). A video of at most ``window`` frames is sampled exactly as the
+    unwindowed sampler does. The sampler's ``nfe`` is per window; per output frame it is ``nfe x windows x window /
+    frames`` (:func:`nfe_per_frame`)."""
+    from dancelcm.diffusion.samplers import ddim_pairs, guided_output
+    from dancelcm.diffusion.windows import fused_sample
+    from dancelcm.models.bundle import bundle_uncond
+
+    net, schedule = bundle.animator.eval(), bundle.schedule
+    student = bundle.meta.get("kind") == "student"
+    if student:
+        if guidance != 1.0:
+            raise ValueError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
+        segments = Segments(**bundle.meta["segments"])
+        k = segments.num_segments
+        if not 1 <= steps <= k:
+            raise ValueError(f"steps={steps}: this student has K={k} segments and samples in 1 to {k} steps")
+        pairs = segments.sampling_steps(steps)
+        drop = None
+    else:
+        pairs = ddim_pairs(schedule.inference_timesteps(steps))
+        drop = bundle_uncond(bundle, uncond) if guidance != 1.0 else None
+    cfg = drop is not None
+
+    def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
+        num_frames = noise.shape[2]
+        size = min(window, num_frames)
+        conds: dict[int, tuple] = {}
+
+        def predict(x: torch.Tensor, t, start: int):
+            if start not in conds:  # each window's conditions once, reused at every step
+                c = net.conditions(window_batch(batch, start, size), bundle.autoencoder)
+                conds[start] = (c, with_dropped(c, drop) if cfg else None)
+            c, u = conds[start]
+            tt = schedule.timesteps(t, x.shape[0], x.device)
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                out = guided_output(net, x, schedule.network_timestep(tt), c, u, guidance if cfg else 1.0)
+            return schedule.to_x0_eps(out.float(), x, tt)
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            from dancelcm.diffusion.windows import window_starts
+
+            n = len(window_starts(num_frames, window, overlap)) * len(pairs)
+            bar = tqdm(total=n, desc=f"{num_frames} frames, windows of {size}", unit="window step", leave=False)
+        z = fused_sample(predict, noise, schedule, pairs, window, overlap, weights, bar.update if bar else None)
+        if bar is not None:
+            bar.close()
+        video = [bundle.autoencoder.decode(z[:, :, s : s + size]) for s in range(0, num_frames, size)]
+        return torch.cat(video, dim=1).clamp(-1, 1)
+
+    per_window = len(pairs) * (2 if cfg else 1)
+    name = f"{steps}-step" if student else f"teacher DDIM-{steps}" + (f" CFG {guidance:g}" if cfg else "")
+    return Sampler(f"{name} w{window}o{overlap}", per_window, fn)
+
+
+def nfe_per_frame(nfe_per_window: int, num_frames: int, window: int, overlap: int) -> float:
+    """Network evaluations per output frame, counted in frames: each window's ``nfe_per_window`` evaluations process
+    ``window`` frames, so independent windows cost ``nfe_per_window`` per frame and overlaps add their share."""
+    from dancelcm.diffusion.windows import window_starts
+
+    size = min(window, num_frames)
+    return nfe_per_window * len(window_starts(num_frames, window, overlap)) * size / num_frames
