@@ -76,12 +76,22 @@ def load_pose(path: str | Path, size: tuple[int, int], max_frames: int | None = 
     return resize_center_crop(x, size)[0].clamp(-1, 1)
 
 
-def make_sampler(bundle, steps: int, guidance: float, seed: int = 0, uncond: list[str] | None = None):
-    """The bundle's sampler (:func:`dancelcm.sampling.bundle_sampler`); a bad choice is an :class:`InputError`."""
-    from dancelcm.sampling import bundle_sampler
+def make_sampler(
+    bundle,
+    steps: int,
+    guidance: float,
+    window: int = 8,
+    overlap: int = 2,
+    weights: str = "triangular",
+    uncond: list[str] | None = None,
+    seed: int = 0,
+):
+    """The bundle's long-video sampler (:func:`dancelcm.sampling.long_video_sampler`: overlapping windows fused at
+    every step); a bad choice is an :class:`InputError`."""
+    from dancelcm.sampling import long_video_sampler
 
     try:
-        return bundle_sampler(bundle, steps, guidance, seed, uncond)
+        return long_video_sampler(bundle, steps, guidance, window, overlap, weights, uncond, progress=True, seed=seed)
     except ValueError as e:
         raise InputError(str(e)) from e
 
@@ -97,11 +107,14 @@ def animate(
     seed: int = 0,
     face_box: torch.Tensor | None = None,
     uncond: list[str] | None = None,
+    overlap: int = 2,
+    weights: str = "triangular",
 ) -> torch.Tensor:
-    """(3, H, W) reference + (F, 3, H, W) pose -> (F, 3, H, W) video in [-1, 1]."""
+    """(3, H, W) reference + (F, 3, H, W) pose -> (F, 3, H, W) video in [-1, 1]: the whole video's noise drawn
+    once from ``seed``, windows of ``window`` frames overlapping by ``overlap`` and fused at every step."""
     from dancelcm.data.dataset import crop_square
 
-    sampler = make_sampler(bundle, steps, guidance, seed, uncond)
+    sampler = make_sampler(bundle, steps, guidance, window, overlap, weights, uncond, seed)
     fac, c = bundle.autoencoder.factor, bundle.animator.latent_channels
     h, w = pose.shape[-2:]
     extra = {}
@@ -114,16 +127,9 @@ def animate(
         else:
             face = crop_square(reference, face_box.tolist(), float(data.get("face_scale", 1.5)), size)
             extra = {"face": face[None], "face_valid": torch.tensor([True])}
-    from tqdm.auto import tqdm
-
-    out = []
-    g = torch.Generator().manual_seed(seed)
-    for s in tqdm(range(0, len(pose), window), desc=f"animating ({sampler.nfe} NFE a window)", unit="window"):
-        chunk = pose[s : s + window]
-        batch = {"pose": chunk[None], "reference": reference[None], "video": torch.zeros_like(chunk)[None], **extra}
-        noise = torch.randn(1, c, len(chunk), h // fac, w // fac, generator=g)
-        out.append(sampler.fn(batch, noise)[0])
-    return torch.cat(out)
+    batch = {"pose": pose[None], "reference": reference[None], **extra}
+    noise = torch.randn(1, c, len(pose), h // fac, w // fac, generator=torch.Generator().manual_seed(seed))
+    return sampler(batch, noise)[0]
 
 
 def run(cfg) -> None:
@@ -149,9 +155,16 @@ def run(cfg) -> None:
     reference, face_box = load_reference(cfg.reference, size, cfg.get("face_box"))
     pose = load_pose(cfg.pose, size, cfg.max_frames)
     sampler = f"the student, {steps} steps, no CFG" if student else f"DDIM-{steps}, CFG {guidance:g}"
-    log.info("animating %d frames at %dx%d with %s, windows of %d", len(pose), *size, sampler, window)
+    overlap = int(cfg.get("overlap", 0) or 0)
+    log.info(
+        "animating %d frames at %dx%d with %s, windows of %d overlapping by %d (%s weights)",
+        len(pose), *size, sampler, window, overlap, cfg.get("weights", "triangular"),
+    )  # fmt: skip
     uncond = None if cfg.get("uncond") is None else list(cfg.uncond)
-    video = animate(bundle, reference, pose, steps, guidance, window, cfg.seed, face_box, uncond)
+    video = animate(
+        bundle, reference, pose, steps, guidance, window, cfg.seed, face_box, uncond, overlap,
+        cfg.get("weights", "triangular"),
+    )  # fmt: skip
     frames = to_uint8(video[None])[0]
     if cfg.layout == "side_by_side":
         ref = to_uint8(reference[None, None].expand(1, len(pose), -1, -1, -1))[0]

@@ -169,6 +169,7 @@ def long_video_sampler(
     uncond: list[str] | None = None,
     autocast=None,
     progress: bool = False,
+    seed: int = 0,
 ) -> Sampler:
     """The bundle's sampler (the teacher's DDIM + CFG, or the student's segments) over a video of any length: windows
     of ``window`` frames, ``overlap`` frames shared by neighbours, their ``(x0, eps)`` fused at every step with
@@ -186,11 +187,14 @@ def long_video_sampler(
             raise ValueError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
         segments = Segments(**bundle.meta["segments"])
         k = segments.num_segments
-        if not 1 <= steps <= k:
+        if steps < 1 or (k > 1 and steps > k):
             raise ValueError(f"steps={steps}: this student has K={k} segments and samples in 1 to {k} steps")
-        pairs = segments.sampling_steps(steps)
+        # a K = 1 student beyond one step: the LCM multistep sampler (re-noising, as student_sampler)
+        multistep = k == 1 and steps > 1
+        pairs = ddim_pairs(schedule.inference_timesteps(steps)) if multistep else segments.sampling_steps(steps)
         drop = None
     else:
+        multistep = False
         pairs = ddim_pairs(schedule.inference_timesteps(steps))
         drop = bundle_uncond(bundle, uncond) if guidance != 1.0 else None
     cfg = drop is not None
@@ -218,7 +222,11 @@ def long_video_sampler(
 
             n = len(window_starts(num_frames, window, overlap)) * len(pairs)
             bar = tqdm(total=n, desc=f"{num_frames} frames, windows of {size}", unit="window step", leave=False)
-        z = fused_sample(predict, noise, schedule, pairs, window, overlap, weights, bar.update if bar else None)
+        fresh = None
+        if multistep:  # seeded like student_sampler's multistep sampler
+            g = torch.Generator().manual_seed(seed)
+            fresh = lambda shape: torch.randn(shape, generator=g)  # noqa: E731
+        z = fused_sample(predict, noise, schedule, pairs, window, overlap, weights, bar.update if bar else None, fresh)
         if bar is not None:
             bar.close()
         video = [bundle.autoencoder.decode(z[:, :, s : s + size]) for s in range(0, num_frames, size)]

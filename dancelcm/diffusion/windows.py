@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from dancelcm.diffusion.schedule import Schedule
+from dancelcm.diffusion.schedule import CLEAN, Schedule
 
 WEIGHTS = ("uniform", "triangular", "cosine")
 
@@ -66,10 +66,13 @@ def fused_sample(
     overlap: int,
     weights: str = "triangular",
     progress: Callable | None = None,
+    fresh_noise: Callable[[torch.Size], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Sample a whole latent video ``noise`` ``(B, C, F, h, w)`` through ``steps`` ``[(t, t_next), ...]`` (ending at
     the clean end), the network seen through ``predict(x_window, t, first_frame) -> (x0, eps)`` on each window.
-    One window (``F <= window``) is exactly the unwindowed sampler. Returns float32 ``x0``."""
+    ``fresh_noise(shape)``: the LCM multistep sampler, which re-noises the fused ``x0`` to ``t_next`` with new noise
+    (drawn once for the whole video) instead of following ``eps``. One window (``F <= window``) is exactly the
+    unwindowed sampler. Returns float32 ``x0``."""
     x = noise.float()
     num_frames = x.shape[2]
     starts = window_starts(num_frames, window, overlap)
@@ -91,5 +94,8 @@ def fused_sample(
             if progress is not None:
                 progress()
         norm = total.view(1, 1, -1, *([1] * (x.ndim - 3)))
-        x = schedule.jump(x0_sum / norm, eps_sum / norm, t_next)
+        x0, eps = x0_sum / norm, eps_sum / norm
+        if fresh_noise is not None and t_next != CLEAN:
+            eps = fresh_noise(x.shape).to(x.device)
+        x = schedule.jump(x0, eps, t_next)
     return x

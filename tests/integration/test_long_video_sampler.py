@@ -34,3 +34,19 @@ def test_teacher_and_student_over_one_window_and_over_three(synthetic_root, tmp_
     video = long_video_sampler(student, 4, window=4, overlap=1, weights="cosine")(batch, noise)
     hook.remove()
     assert video.shape == whole.shape and torch.isfinite(video).all() and set(seen) == {4}
+
+
+def test_a_k1_students_multistep_sampler_over_one_window_is_student_samplers(synthetic_root, tmp_path):
+    """The VideoLCM baseline beyond one step re-noises between steps (LCM multistep): in windows too, with the same
+    seeded noise over one window giving student_sampler's video."""
+    teacher_dir, _ = _save_micro_teacher(tmp_path / "teacher")
+    cfg = _compose([*_micro_training("synthetic_lcm", teacher_dir, synthetic_root), "data.num_frames=8"])
+    build_module(cfg).write_export(tmp_path / "lcm")
+    student = load_bundle(tmp_path / "lcm")
+    dm = instantiate(cfg.data)
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    noise = clip_noise(batch["clip_index"], latent_shape(student, batch), 0)
+    ours = long_video_sampler(student, 3, window=8, seed=5)(batch, noise)
+    torch.testing.assert_close(ours, student_sampler(student, 3, seed=5)(batch, noise), rtol=0, atol=1e-5)
+    assert torch.isfinite(long_video_sampler(student, 3, window=4, overlap=2, seed=5)(batch, noise)).all()

@@ -27,28 +27,38 @@ def micro_teacher(tmp_path_factory):
     return _save_micro_teacher(tmp_path_factory.mktemp("commands") / "teacher")[0]
 
 
-def test_animate(micro_teacher, synthetic_root, tmp_path):
+def test_animate(micro_teacher, synthetic_root, tmp_path, caplog):
+    """A 48-frame pose video, six times the micro teacher's 4-frame window: one long video from overlapping windows
+    fused at every step (the default), every frame written."""
+    import logging
+
+    import numpy as np
+
     from dancelcm import animate
+    from dancelcm.data.layout import write_video
     from dancelcm.data.reader import FrameSource, read_frames
 
     video = next((synthetic_root / "videos").iterdir())
     Image.fromarray(read_frames(video)[0]).save(tmp_path / "ref.png")
+    pose = FrameSource(video / "pose.mp4").get(range(24))
+    write_video(tmp_path / "pose48.mp4", np.concatenate([pose, pose[::-1]]), fps=12, crf=16)
     out = tmp_path / "anim.mp4"
     cfg = _cfg(
         "animate",
         [
             f"model_dir={micro_teacher}",
             f"reference={tmp_path / 'ref.png'}",
-            f"pose={video / 'pose.mp4'}",
-            "max_frames=6",
+            f"pose={tmp_path / 'pose48.mp4'}",
             "steps=2",
             "layout=video",
             f"out={out}",
         ],
     )
-    animate.run(cfg)
-    frames = FrameSource(out).get(range(6))
-    assert frames.shape == (6, 32, 32, 3) and frames.std() > 0
+    with caplog.at_level(logging.INFO):
+        animate.run(cfg)
+    assert "animating 48 frames at 32x32" in caplog.text and "windows of 4 overlapping by 2" in caplog.text
+    frames = FrameSource(out).get(range(48))
+    assert frames.shape == (48, 32, 32, 3) and frames.std() > 0
 
 
 def test_probe(micro_teacher, synthetic_root, tmp_path):
