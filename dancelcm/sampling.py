@@ -37,6 +37,7 @@ class Sampler:
     name: str
     nfe: int
     fn: Callable[[dict, torch.Tensor], torch.Tensor]  # (batch, latent noise) -> video in [-1, 1]
+    windows: tuple[int, int] | None = None  # (window, overlap) of a long-video sampler
 
     def __call__(self, batch: dict, noise: torch.Tensor) -> torch.Tensor:
         return self.fn(batch, noise)
@@ -234,7 +235,7 @@ def long_video_sampler(
 
     per_window = len(pairs) * (2 if cfg else 1)
     name = f"{steps}-step" if student else f"teacher DDIM-{steps}" + (f" CFG {guidance:g}" if cfg else "")
-    return Sampler(f"{name} w{window}o{overlap}", per_window, fn)
+    return Sampler(f"{name} w{window}o{overlap}", per_window, fn, windows=(window, overlap))
 
 
 def nfe_per_frame(nfe_per_window: int, num_frames: int, window: int, overlap: int) -> float:

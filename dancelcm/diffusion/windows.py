@@ -38,6 +38,17 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     return starts
 
 
+def window_borders(num_frames: int, window: int, overlap: int) -> list[int]:
+    """The frame transitions ``i -> i + 1`` that cross a window's edge (where independent windows would jump): the
+    seam measure compares the change there with the change elsewhere. Empty for one window."""
+    starts = window_starts(num_frames, window, overlap)
+    if len(starts) == 1:
+        return []
+    size = min(window, num_frames)
+    edges = {s - 1 for s in starts[1:]} | {s + size - 1 for s in starts if s + size < num_frames}
+    return sorted(edges)
+
+
 def window_weights(window: int, kind: str = "triangular") -> torch.Tensor:
     """Per-frame fusion weights of one window ``(window,)``, all > 0: ``uniform`` (a plain mean over the windows
     covering a frame), ``triangular`` (rising linearly from each edge to the middle) or ``cosine`` (a raised sine)."""

@@ -48,6 +48,9 @@ METRICS: tuple[Metric, ...] = (  # fields: key, kind, better, decimals, header, 
         "psnr_vs_teacher_motion", "clip", "higher", 2, "vs teacher motion", "PSNR vs teacher, motion", headline=True
     ),
     Metric("seconds_per_clip", "cost", "lower", 3, "s/clip"),
+    Metric("nfe_per_frame", "cost", "lower", 2, "NFE/frame"),  # long clips: frames the network processed per frame
+    Metric("seconds_per_frame", "cost", "lower", 3, "s/frame"),
+    Metric("seam", "clip", "toward 1", 3, "seam", "seam ratio (1 = GT)"),  # long clips: the jump at window borders
     Metric("psnr", "clip", "higher", 2, "PSNR"),
     Metric("ssim", "clip", "higher", 3, "SSIM", delta_decimals=4),
     Metric("l1", "clip", "lower", 4),

@@ -15,9 +15,18 @@ import torch
 from omegaconf import DictConfig
 
 from dancelcm.cli import ConfigError
+from dancelcm.diffusion.windows import window_borders
 from dancelcm.evaluation.metrics import check_registered
-from dancelcm.metrics.quality import clip_metrics, clip_metrics_vs, clip_regions
-from dancelcm.sampling import Sampler, clip_noise, copy_reference, student_sampler, teacher_sampler
+from dancelcm.metrics.quality import clip_metrics, clip_metrics_vs, clip_regions, seam_ratio
+from dancelcm.sampling import (
+    Sampler,
+    clip_noise,
+    copy_reference,
+    long_video_sampler,
+    nfe_per_frame,
+    student_sampler,
+    teacher_sampler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +146,9 @@ def evaluate(
             r["seconds"] += dt
             r["clips"] += b
             metrics = clip_metrics(video, batch, regions)
+            if s.windows is not None:  # a long-video sampler: how much it jumps at its window borders
+                metrics["seam"] = seam_ratio(video, batch["video"], window_borders(video.shape[1], *s.windows))
+                r["frames"] = video.shape[1]
             lp = perceptual.lpips(video, batch["video"]) if perceptual else None
             if lp is not None:
                 metrics["lpips"] = lp
@@ -160,6 +172,9 @@ def evaluate(
     for s in samplers:
         r = results[s.name]
         entry = {"nfe": r["nfe"], "seconds_per_clip": r["seconds"] / max(r["clips"], 1), "clips": r["clips"]}
+        if s.windows is not None and r.get("frames"):
+            entry["nfe_per_frame"] = nfe_per_frame(r["nfe"], r["frames"], *s.windows)
+            entry["seconds_per_frame"] = entry["seconds_per_clip"] / r["frames"]
         for k, vals in r["per_clip"].items():
             t = torch.tensor(vals, dtype=torch.float64)
             ok = t[~torch.isnan(t)]
@@ -196,13 +211,26 @@ def build_samplers(cfg: DictConfig, bundle, device: str) -> tuple[list[Sampler],
         shown = override is not None and uncond != bundle_uncond(bundle)  # named in the table when not default
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    long = cfg.get("long_clip")
+    if long:  # every sampler over the whole clip, in windows of the bundle's training length, once per overlap
+        window = int(long.get("window") or bundle.meta.get("data", {}).get("num_frames", 8))
+        overlaps = [int(o) for o in long.get("overlaps", [0, 2])]
+        weights = str(long.get("weights", "triangular"))
+        ref_overlap = int(long.get("reference_overlap") if long.get("reference_overlap") is not None else max(overlaps))
+
+        def teacher_at(n: int, g: float, overlap: int) -> Sampler:
+            return long_video_sampler(bundle, n, g, window, overlap, weights, uncond)
+
     for steps in cfg.teacher_steps:
         for g in cfg.guidance:
-            samplers.append(teacher_sampler(bundle, int(steps), float(g), uncond, shown))
+            if long:
+                samplers += [teacher_at(int(steps), float(g), o) for o in overlaps]
+            else:
+                samplers.append(teacher_sampler(bundle, int(steps), float(g), uncond, shown))
     reference = None
     if cfg.vs_teacher:
         n, g = int(cfg.vs_teacher.steps), float(cfg.vs_teacher.guidance)
-        ref = teacher_sampler(bundle, n, g, uncond, shown)
+        ref = teacher_at(n, g, ref_overlap) if long else teacher_sampler(bundle, n, g, uncond, shown)
         reference = ref.name
         if all(sp.name != ref.name for sp in samplers):
             samplers.append(ref)
@@ -210,11 +238,17 @@ def build_samplers(cfg: DictConfig, bundle, device: str) -> tuple[list[Sampler],
         sb = load_bundle(directory, option=f"students.{label}").to(device)
         for steps in cfg.student_steps:
             try:
-                spec = student_sampler(sb, int(steps), cfg.seed)
+                if long:
+                    specs = [
+                        long_video_sampler(sb, int(steps), 1.0, window, o, weights, seed=cfg.seed) for o in overlaps
+                    ]
+                else:
+                    specs = [student_sampler(sb, int(steps), cfg.seed)]
             except ValueError as e:
                 raise ConfigError(f"students.{label}={directory}, student_steps: {e}") from e
-            spec.name = f"{label} {spec.name}"
-            samplers.append(spec)
+            for spec in specs:
+                spec.name = f"{label} {spec.name}"
+                samplers.append(spec)
     return samplers, reference
 
 

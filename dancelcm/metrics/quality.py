@@ -138,6 +138,22 @@ def clip_metrics(pred: torch.Tensor, batch: dict, regions: dict[str, torch.Tenso
     return out
 
 
+def seam_ratio(pred: torch.Tensor, gt: torch.Tensor, borders: list[int]) -> torch.Tensor:
+    """Per clip: the mean frame-to-frame change across window borders (transitions ``i -> i + 1`` in ``borders``)
+    over the mean change elsewhere, divided by the same ratio of the ground truth: 1 = no seam, > 1 = the video jumps
+    at window borders more than the real motion does. ``(B, F, 3, H, W)`` videos; NaN without borders."""
+    if not borders:
+        return torch.full((pred.shape[0],), float("nan"))
+
+    def ratio(v: torch.Tensor) -> torch.Tensor:
+        d = (_to01(v[:, 1:]) - _to01(v[:, :-1])).abs().flatten(2).mean(2)  # (B, F - 1)
+        at = torch.zeros(d.shape[1], dtype=torch.bool, device=d.device)
+        at[borders] = True
+        return d[:, at].mean(1) / d[:, ~at].mean(1).clamp_min(1e-8)
+
+    return (ratio(pred) / ratio(gt).clamp_min(1e-8)).float().cpu()
+
+
 VS_TEACHER_REGIONS = ("figure", "face", "motion")
 
 

@@ -3,9 +3,11 @@ calls them from the command line."""
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
@@ -107,3 +109,40 @@ def test_the_report_command_writes_only_the_report(tmp_path):
     # no Hydra output folder or log file in the user's folders
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
     assert len([p for p in runs.iterdir() if p.name != "report"]) == 4 and not list(runs.glob("**/*.log"))
+
+
+def test_evaluate_long_clips_in_windows_with_the_seam_ratio(synthetic_root, tmp_path):
+    """long_clip: the held-out videos at full length (24 frames at stride 2 here), every sampler in windows of the
+    bundle's clip length once per overlap; each row gets the seam ratio, NFE and seconds per frame."""
+    teacher, _ = _save_micro_teacher(tmp_path / "teacher")  # trained on 4-frame clips
+    out = tmp_path / "eval"
+    cfg = _compose(
+        "evaluate",
+        [f"teacher={teacher}", f"data.root={synthetic_root}", "data.resolution=32", "data.num_frames=12",
+         "data.val_batch_size=2", "data.num_workers=0", "max_clips=2", "teacher_steps=[2]", "guidance=[2.0]",
+         "vs_teacher.steps=2", "feature_net=null", "sample_clips=0", "reference_baseline=false",
+         "long_clip={overlaps: [0, 2]}", f"out_dir={out}"],
+    )  # fmt: skip
+    result = evaluate.run(cfg)["samplers"]
+    assert list(result) == ["teacher DDIM-2 CFG 2 w4o0", "teacher DDIM-2 CFG 2 w4o2"]
+    independent, fused = result["teacher DDIM-2 CFG 2 w4o0"], result["teacher DDIM-2 CFG 2 w4o2"]
+    assert independent["nfe_per_frame"] == 4 and fused["nfe_per_frame"] == 4 * 5 * 4 / 12  # 5 windows of 4
+    assert fused["seam"]["n"] == 2 and math.isfinite(fused["seam"]["mean"]) and fused["seconds_per_frame"] > 0
+    assert "psnr_vs_teacher" in independent and "psnr_vs_teacher" not in fused  # the reference: the largest overlap
+    assert "| seam |" in (out / "table.md").read_text()
+
+
+def test_the_seam_ratio_is_one_for_the_ground_truth_and_above_one_for_a_jump_at_the_borders():
+    from dancelcm.diffusion.windows import window_borders
+    from dancelcm.metrics.quality import seam_ratio
+
+    t = torch.linspace(0, 1, 16)
+    gt = (t.view(1, 16, 1, 1, 1) * torch.ones(2, 16, 3, 8, 8)) * 2 - 1  # a steady fade: the same change every frame
+    borders = window_borders(16, 4, 0)
+    assert borders == [3, 7, 11]
+    torch.testing.assert_close(seam_ratio(gt, gt, borders), torch.ones(2))
+    jumpy = gt.clone()
+    for b in borders:
+        jumpy[:, b + 1 :] += 0.1  # a step at every border
+    assert (seam_ratio(jumpy.clamp(-1, 1), gt, borders) > 2).all()
+    assert torch.isnan(seam_ratio(gt, gt, [])).all()
