@@ -11,7 +11,7 @@
 # Each row: the seam ratio (1 = no more change across window borders than the ground truth has), figure PSNR, FD,
 # NFE and seconds per output frame.
 #
-# 1. students  DanceLCM K=4 (and the VideoLCM baseline) at 2 and 4 steps on all CLIPS videos
+# 1. students  DanceLCM K=4 (and the VideoLCM baseline) at 2 and 4 steps on CLIPS (32) videos
 # 2. teacher   DDIM-50 + CFG 2 on TEACHER_CLIPS videos (50 steps x 2 x 3-5 windows a video: ~10 min a video here)
 # 3. strip     the frames around the first window border, independent vs overlapping windows -> strip.png
 # 4. report    table.md from the evaluations
@@ -22,7 +22,7 @@ STAGES=${STAGES:-students teacher strip report}
 STUDENT=${STUDENT:-runs/demo/synthetic_k4/export}
 BASELINE=${BASELINE:-runs/demo/synthetic_lcm/export}
 TEACHER=${TEACHER:-checkpoints/synthetic_teacher}
-CLIPS=${CLIPS:-80}
+CLIPS=${CLIPS:-32}
 TEACHER_CLIPS=${TEACHER_CLIPS:-8}
 OUT=experiments/long_video
 LONG="long_clip={window: 8, overlaps: [0, 2, 4], weights: triangular}"

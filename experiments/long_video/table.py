@@ -27,6 +27,29 @@ def main(out: str) -> None:
         if f.is_file():
             for sampler, row in json.loads(f.read_text()).items():
                 lines.append(f"| {sampler} | " + " | ".join(cell(row, k, p) for k, _, p in COLS) + " |")
+    # the goal: the student at 4 steps with a seam ratio within 10 % of the ground truth's (|seam - 1| <= 0.1)
+    # at no more than 1.5x the NFE per frame of independent windows
+    f = o / "eval_students" / "metrics.json"
+    if f.is_file():
+        rows = json.loads(f.read_text())
+        lines += [
+            "",
+            "Goal (4 steps: seam ratio within 10 % of the ground truth's, NFE/frame <= 1.5 x independent):",
+            "",
+        ]
+        for name, row in rows.items():
+            if "4-step" not in name or "seam" not in row:
+                continue
+            base = rows.get(name.rsplit(" w", 1)[0] + " w8o0", {}).get("nfe_per_frame")
+            ok_seam = abs(row["seam"]["mean"] - 1) <= 0.1
+            ok_nfe = base is not None and row["nfe_per_frame"] <= 1.5 * base
+            verdict = "met" if ok_seam and ok_nfe else "not met"
+            lines.append(
+                f"- {name}: seam {row['seam']['mean']:.3f}, NFE/frame {row['nfe_per_frame']:.2f} "
+                f"({row['nfe_per_frame'] / base:.2f}x independent): {verdict}"
+                if base
+                else f"- {name}: no baseline"
+            )
     (o / "table.md").write_text("\n".join(lines) + "\n")
     print((o / "table.md").read_text())
 
