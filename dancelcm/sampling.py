@@ -108,15 +108,9 @@ def student_sampler(bundle, steps: int, seed: int = 0, segments: Segments | None
             if steps >= 1
             else f"steps={steps}: must be >= 1"
         )
-    face_size = bundle.meta.get("data", {}).get("face_size")
 
     def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
-        if face_size and "face" in batch and batch["face"].shape[-1] != face_size:
-            # the face crop at the size this student was trained with
-            face = torch.nn.functional.interpolate(
-                batch["face"], size=(face_size, face_size), mode="bilinear", antialias=True, align_corners=False
-            )
-            batch = {**batch, "face": face}
+        batch = student_face(bundle, batch)
         cond = net.conditions(batch, bundle.autoencoder)
         with autocast() if autocast is not None else contextlib.nullcontext():
             if steps <= k:
@@ -127,6 +121,17 @@ def student_sampler(bundle, steps: int, seed: int = 0, segments: Segments | None
         return bundle.autoencoder.decode(z.float()).clamp(-1, 1)
 
     return Sampler(f"{steps}-step", steps, fn)
+
+
+def student_face(bundle, batch: dict) -> dict:
+    """The batch with its face crop at the size the student was trained with (``bundle.json`` ``data.face_size``)."""
+    face_size = bundle.meta.get("data", {}).get("face_size")
+    if face_size and "face" in batch and batch["face"].shape[-1] != face_size:
+        face = torch.nn.functional.interpolate(
+            batch["face"], size=(face_size, face_size), mode="bilinear", antialias=True, align_corners=False
+        )
+        batch = {**batch, "face": face}
+    return batch
 
 
 def copy_reference() -> Sampler:
@@ -171,6 +176,7 @@ def long_video_sampler(
     autocast=None,
     progress: bool = False,
     seed: int = 0,
+    show_uncond: bool = False,
 ) -> Sampler:
     """The bundle's sampler (the teacher's DDIM + CFG, or the student's segments) over a video of any length: windows
     of ``window`` frames, ``overlap`` frames shared by neighbours, their ``(x0, eps)`` fused at every step with
@@ -178,9 +184,16 @@ def long_video_sampler(
     unwindowed sampler does. The sampler's ``nfe`` is per window; per output frame it is ``nfe x windows x window /
     frames`` (:func:`nfe_per_frame`)."""
     from dancelcm.diffusion.samplers import ddim_pairs, guided_output
-    from dancelcm.diffusion.windows import fused_sample
+    from dancelcm.diffusion.windows import fused_sample, window_starts, window_weights
     from dancelcm.models.bundle import bundle_uncond
 
+    window_starts(window + 1, window, overlap)  # bad window / overlap / weights stop here, not mid-sampling
+    window_weights(window, weights)
+    if getattr(bundle.animator, "family", None) is not None:
+        raise ValueError(
+            f"{bundle.animator.family}: the windowed sampler drives the project's own animators (a Wan clip has a "
+            "reference slot and a temporal VAE); sample Wan2.2-Animate with its pipeline's segments"
+        )
     net, schedule = bundle.animator.eval(), bundle.schedule
     student = bundle.meta.get("kind") == "student"
     if student:
@@ -201,6 +214,7 @@ def long_video_sampler(
     cfg = drop is not None
 
     def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
+        batch = student_face(bundle, batch) if student else batch
         num_frames = noise.shape[2]
         size = min(window, num_frames)
         conds: dict[int, tuple] = {}
@@ -235,7 +249,10 @@ def long_video_sampler(
 
     per_window = len(pairs) * (2 if cfg else 1)
     name = f"{steps}-step" if student else f"teacher DDIM-{steps}" + (f" CFG {guidance:g}" if cfg else "")
-    return Sampler(f"{name} w{window}o{overlap}", per_window, fn, windows=(window, overlap))
+    if show_uncond and cfg:  # a non-default unconditional half, named (and so keyed in the reference cache)
+        name += f" drop {'+'.join(drop)}"
+    name += f" w{window}o{overlap}" + ("" if weights == "triangular" else f" {weights}")
+    return Sampler(name, per_window, fn, windows=(window, overlap))
 
 
 def nfe_per_frame(nfe_per_window: int, num_frames: int, window: int, overlap: int) -> float:

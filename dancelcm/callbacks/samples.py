@@ -77,9 +77,10 @@ class ExportBundle(L.Callback):
     end of training: ``<run>/export/`` is what gets shipped or loaded by later stages.
 
     ``keep_at_steps`` also keeps a snapshot at each of those steps in ``<run>/exports/step_NNNNNNN/``, never
-    overwritten: a convergence study evaluates one run at several budgets. Lightning runs checkpoint callbacks
-    after this one, so a snapshot is on disk before the checkpoint of its step; a run resumed past a step whose
-    snapshot is missing (an older run, or one killed mid-write) says so rather than pretend."""
+    overwritten: a convergence study evaluates one run at several budgets. Lightning runs ``ModelCheckpoint`` after
+    this one, but the preemption and final checkpoints may be written before it: a run resumed at exactly a snapshot
+    step writes the missing snapshot at once (the loaded weights are that step's); a run resumed past a step whose
+    snapshot is missing (an older run) says so rather than pretend."""
 
     def __init__(self, every_n_steps: int | None = 500, dirname: str = "export", keep_at_steps=()):
         self.every, self.dirname = every_n_steps, dirname
@@ -114,6 +115,11 @@ class ExportBundle(L.Callback):
             log.info("exported the model at step %d to %s", trainer.global_step, d)
 
     def on_train_start(self, trainer, pl_module):
+        step = trainer.global_step
+        if step in self.keep and not (self.snapshot_dir(trainer.default_root_dir, step) / "bundle.json").exists():
+            # resumed from a checkpoint of exactly this step (a preemption's or the final one, which other callbacks
+            # write before this one) without its snapshot: the weights now loaded are that step's
+            self._export(trainer, pl_module, self.snapshot_dir(trainer.default_root_dir, step))
         missed = [
             s
             for s in self.keep

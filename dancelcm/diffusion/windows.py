@@ -27,7 +27,8 @@ WEIGHTS = ("uniform", "triangular", "cosine")
 
 def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     """First frames of windows of ``window`` frames, ``window - overlap`` apart, the last one ending on the last
-    frame (so it may overlap its neighbour more); one window when the video is no longer than that."""
+    frame (so it may overlap its neighbour more: with ``overlap=0`` and a length that is not a multiple of the
+    window, the last window still overlaps, and is fused); one window when the video is no longer than that."""
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"window={window}, overlap={overlap}: need window >= 1 and 0 <= overlap < window")
     if num_frames <= window:

@@ -213,13 +213,26 @@ def build_samplers(cfg: DictConfig, bundle, device: str) -> tuple[list[Sampler],
         raise ConfigError(str(e)) from e
     long = cfg.get("long_clip")
     if long:  # every sampler over the whole clip, in windows of the bundle's training length, once per overlap
+        long = {} if long is True else long
         window = int(long.get("window") or bundle.meta.get("data", {}).get("num_frames", 8))
-        overlaps = [int(o) for o in long.get("overlaps", [0, 2])]
+        overlaps = [int(o) for o in long.get("overlaps", [0, 2, 4])]
         weights = str(long.get("weights", "triangular"))
-        ref_overlap = int(long.get("reference_overlap") if long.get("reference_overlap") is not None else max(overlaps))
+        if not overlaps:
+            raise ConfigError("long_clip.overlaps=[]: give at least one overlap (0: independent windows)")
+        frames = int(cfg.data.get("num_frames", 0))
+        if frames <= window:
+            raise ConfigError(
+                f"long_clip with data.num_frames={frames}: a clip no longer than the window ({window}) is one window; "
+                f"set data.num_frames to the videos' length (e.g. 24 for the synthetic test split at stride 2)"
+            )
+        ref = long.get("reference_overlap")
+        ref_overlap = int(ref) if ref is not None else max(overlaps)
 
         def teacher_at(n: int, g: float, overlap: int) -> Sampler:
-            return long_video_sampler(bundle, n, g, window, overlap, weights, uncond)
+            try:
+                return long_video_sampler(bundle, n, g, window, overlap, weights, uncond, show_uncond=shown)
+            except ValueError as e:
+                raise ConfigError(f"long_clip: {e}") from e
 
     for steps in cfg.teacher_steps:
         for g in cfg.guidance:

@@ -57,13 +57,14 @@ class DistillModule(L.LightningModule):
         # a LoRA student's checkpoints and exports hold no base weights: they name the base by this fingerprint
         self.teacher_fingerprint = bundle_fingerprint(cfg.teacher) if cfg.student == "lora" else None
         self.schedule, self.autoencoder, self.teacher_meta = bundle.schedule, bundle.autoencoder, bundle.meta
-        self._segments = cfg.segments.build(schedule=self.schedule)
         steps = self.schedule.num_train_timesteps
-        if self._segments.num_train_timesteps != steps:  # the grid would miss (or overrun) the teacher's timesteps
+        if cfg.segments.num_train_timesteps != steps:  # the grid would miss (or overrun) the teacher's timesteps
             raise ValueError(
-                f"method.segments.num_train_timesteps={self._segments.num_train_timesteps}: the teacher's noise "
+                f"method.segments.num_train_timesteps={cfg.segments.num_train_timesteps}: the teacher's noise "
                 f"schedule ({cfg.teacher}) has {steps} timesteps; set it to {steps}"
             )
+        self._segments = cfg.segments.build(schedule=self.schedule)
+        self._segments_by_k = {self._segments.num_segments: self._segments}  # a curriculum's, built once each
         teacher_net = bundle.animator.eval().requires_grad_(False)
         # Not a registered submodule: the teacher is frozen, never trained, never saved.
         self.__dict__["teacher"] = teacher_net
@@ -103,9 +104,9 @@ class DistillModule(L.LightningModule):
     def segments(self) -> Segments:
         """The segment object for the current step (a progressive K curriculum may change it)."""
         k = int(value_at(self.curriculum, self.global_step, self._segments.num_segments))
-        if k == self._segments.num_segments:
-            return self._segments
-        return self.cfg.segments.build(k, self.schedule)
+        if k not in self._segments_by_k:
+            self._segments_by_k[k] = self.cfg.segments.build(k, self.schedule)
+        return self._segments_by_k[k]
 
     @property
     def lora(self) -> bool:

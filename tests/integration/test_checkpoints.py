@@ -154,3 +154,23 @@ def test_export_snapshots_at_chosen_steps_survive_a_resume_and_equal_a_run_of_th
         from dancelcm.callbacks.samples import ExportBundle
 
         ExportBundle(keep_at_steps=[0])
+
+
+def test_a_run_resumed_at_exactly_a_snapshot_step_writes_the_missing_snapshot(synthetic_root, tmp_path):
+    """The preemption and final checkpoints are written before the export callback: killed between the two, a run
+    resumes at the snapshot's own step, and writes the snapshot then, from the weights of that step."""
+    from safetensors.torch import load_file
+
+    teacher, _ = _save_micro_teacher(tmp_path / "teacher")
+    run_dir = tmp_path / "run"
+    snap = ["callbacks.export_at_steps=[2]"]
+    run(_cfg(synthetic_root, teacher, 2, *snap), run_dir)
+    kept = run_dir / "exports" / "step_0000002"
+    weights = {p.name: load_file(p) for p in kept.glob("*.safetensors")}
+    shutil.rmtree(kept)  # as if killed after the final checkpoint, before the snapshot
+    run(_cfg(synthetic_root, teacher, 3, "ckpt_path=auto", *snap), run_dir)
+    assert (kept / "bundle.json").is_file()
+    for name, tensors in weights.items():
+        again = load_file(kept / name)
+        for k, v in tensors.items():
+            torch.testing.assert_close(again[k], v, rtol=0, atol=0, msg=k)

@@ -59,6 +59,16 @@ def test_animate(micro_teacher, synthetic_root, tmp_path, caplog):
     assert "animating 48 frames at 32x32" in caplog.text and "windows of 4 overlapping by 2" in caplog.text
     frames = FrameSource(out).get(range(48))
     assert frames.shape == (48, 32, 32, 3) and frames.std() > 0
+    # the default fuses overlapping windows: not what independent windows (overlap=0) give from the same noise
+    from dancelcm.models.bundle import load_bundle
+
+    bundle = load_bundle(micro_teacher)
+    reference = torch.rand(3, 32, 32) * 2 - 1
+    pose = torch.rand(12, 3, 32, 32) * 2 - 1
+    fused = animate.animate(bundle, reference, pose, 2, 2.0, 4, overlap=2)
+    independent = animate.animate(bundle, reference, pose, 2, 2.0, 4, overlap=0)
+    assert fused.shape == independent.shape == (12, 3, 32, 32)
+    assert (fused - independent).abs().max() > 1e-4
 
 
 def test_probe(micro_teacher, synthetic_root, tmp_path):

@@ -146,3 +146,28 @@ def test_the_seam_ratio_is_one_for_the_ground_truth_and_above_one_for_a_jump_at_
         jumpy[:, b + 1 :] += 0.1  # a step at every border
     assert (seam_ratio(jumpy.clamp(-1, 1), gt, borders) > 2).all()
     assert torch.isnan(seam_ratio(gt, gt, [])).all()
+
+
+def test_long_clip_options_are_checked_before_anything_runs(synthetic_root, tmp_path):
+    from dancelcm.cli import ConfigError
+
+    teacher, _ = _save_micro_teacher(tmp_path / "teacher")
+    base = [
+        f"teacher={teacher}",
+        f"data.root={synthetic_root}",
+        "data.resolution=32",
+        "data.num_workers=0",
+        "max_clips=1",
+        "teacher_steps=[2]",
+        "feature_net=null",
+        "reference_baseline=false",
+        f"out_dir={tmp_path}",
+    ]
+    for extra, message in (
+        (["data.num_frames=4", "long_clip={overlaps: [0]}"], "data.num_frames=4: a clip no longer than the window"),
+        (["data.num_frames=12", "long_clip={overlaps: []}"], "long_clip.overlaps=\\[\\]"),
+        (["data.num_frames=12", "long_clip={overlaps: [4], window: 4}"], "window=4, overlap=4"),
+        (["data.num_frames=12", "long_clip={weights: flat}"], "weights='flat'"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            evaluate.run(_compose("evaluate", [*base, *extra]))

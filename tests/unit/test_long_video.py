@@ -111,3 +111,13 @@ def test_overlapping_fused_windows_remove_the_jump_at_window_borders():
     inside = (independent[:, :, 1:8] - independent[:, :, :7]).abs().max().item()
     assert inside < 1e-3 and border_change(independent) > 0.1  # still inside a window, a jump at its edge
     assert border_change(fused) < 0.5 * border_change(independent)
+
+
+def test_the_weights_matter_where_windows_disagree_and_bad_options_stop_at_once():
+    net = MixNet()
+    noise = torch.randn(1, 4, 20, 8, 8, generator=torch.Generator().manual_seed(4))
+    steps = ddim_pairs(SCHEDULE.inference_timesteps(3))
+    runs = {w: fused_sample(_predict(net), noise, SCHEDULE, steps, 8, 4, weights=w) for w in ("uniform", "triangular")}
+    assert (runs["uniform"] - runs["triangular"]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="weights='flat'"):
+        window_weights(8, "flat")
