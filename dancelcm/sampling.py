@@ -91,6 +91,18 @@ def teacher_sampler(
     return Sampler(name, steps * (2 if guidance != 1.0 else 1), fn)
 
 
+def check_student_steps(k: int, steps: int) -> None:
+    """A K > 1 student samples in 1..K steps (its prediction is clean only in the lowest segment); a K = 1 student
+    in any number (LCM multistep beyond one)."""
+    if steps < 1 or (k > 1 and steps > k):
+        raise ValueError(
+            f"steps={steps}: this student has K={k} segments and samples in 1 to {k} steps "
+            f"(its prediction is clean only in the lowest segment); choose steps <= {k}"
+            if steps >= 1
+            else f"steps={steps}: must be >= 1"
+        )
+
+
 def student_sampler(bundle, steps: int, seed: int = 0, segments: Segments | None = None, autocast=None) -> Sampler:
     """A distilled student: segment-wise deterministic sampling when ``steps <= K``; for a K = 1 student (plain
     LCM) the LCM multistep sampler (re-noising between steps, seeded by ``seed``) beyond that. No CFG: NFE = steps.
@@ -101,13 +113,7 @@ def student_sampler(bundle, steps: int, seed: int = 0, segments: Segments | None
     net = bundle.animator.eval()
     segments = segments or Segments(**bundle.meta["segments"])
     k = segments.num_segments
-    if steps < 1 or (k > 1 and steps > k):
-        raise ValueError(
-            f"steps={steps}: this student has K={k} segments and samples in 1 to {k} steps "
-            f"(its prediction is clean only in the lowest segment); choose steps <= {k}"
-            if steps >= 1
-            else f"steps={steps}: must be >= 1"
-        )
+    check_student_steps(k, steps)
 
     def fn(batch: dict, noise: torch.Tensor) -> torch.Tensor:
         batch = student_face(bundle, batch)
@@ -201,8 +207,7 @@ def long_video_sampler(
             raise ValueError(f"guidance={guidance}: a distilled student samples without CFG; leave guidance unset")
         segments = Segments(**bundle.meta["segments"])
         k = segments.num_segments
-        if steps < 1 or (k > 1 and steps > k):
-            raise ValueError(f"steps={steps}: this student has K={k} segments and samples in 1 to {k} steps")
+        check_student_steps(k, steps)
         # a K = 1 student beyond one step: the LCM multistep sampler (re-noising, as student_sampler)
         multistep = k == 1 and steps > 1
         pairs = ddim_pairs(schedule.inference_timesteps(steps)) if multistep else segments.sampling_steps(steps)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dancelcm.cli import MissingPathError
-from dancelcm.models.wan.inputs import check_model_folder
+from dancelcm.models.wan.inputs import check_model_folder, decode_latents
 from dancelcm.models.wan.network import FAMILY, WanAnimator
 
 
@@ -72,14 +72,8 @@ class WanVideoCodec(nn.Module):
             "Wan2.2-Animate latents are precomputed (python -m dancelcm.precompute); training reads batch['latents']"
         )
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.vae
-        device = next(vae.parameters()).device
-        z = latents.to(device, vae.dtype)
-        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z.device, z.dtype)
-        recip_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(z.device, z.dtype)
-        video = vae.decode(z[:, :, 1:] / recip_std + mean, return_dict=False)[0]  # (B, 3, F, H, W)
+        video = decode_latents(self.vae, latents)  # (B, 3, F, H, W)
         return video.permute(0, 2, 1, 3, 4).float().clamp(-1, 1).to(latents.device)
 
 

@@ -22,6 +22,7 @@ in the precompute step, and never during training.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -84,7 +85,7 @@ class WanAnimateEncoders:
         from diffusers import WanAnimatePipeline
 
         d = check_model_folder(path, option, needs=("model_index.json", "transformer", *ENCODERS))
-        transformer_config = json_file(d / "transformer" / "config.json")
+        transformer_config = json.loads((d / "transformer" / "config.json").read_text())
         self.pipe = WanAnimatePipeline.from_pretrained(d, transformer=None, local_files_only=True).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.device = torch.device(device)
@@ -165,25 +166,22 @@ class WanAnimateEncoders:
         pixels = self.pipe.video_processor.preprocess_video([face], height=size, width=size)
         return self.pipe.prepare_pose_latents(pixels.to(self.device, dtype=torch.float32), 1, device=self.device)
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Standardised latents ``(B, C, 1 + T, h, w)`` -> video ``(B, 3, F, H, W)`` in ``[-1, 1]``, as the pipeline
-        decodes a segment (frame 0, the reference slot, dropped)."""
-        vae = self.pipe.vae
-        latents = latents.to(vae.dtype)
-        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents.device, latents.dtype)
-        recip_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents.device, latents.dtype)
-        latents = latents / recip_std + mean
-        return vae.decode(latents[:, :, 1:], return_dict=False)[0]
+        return decode_latents(self.pipe.vae, latents)
 
 
-def json_file(path: Path) -> dict:
-    import json
-
-    return json.loads(Path(path).read_text())
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Standardised latents ``(B, C, 1 + T, h, w)`` -> video ``(B, 3, F, H, W)`` in ``[-1, 1]``, as the pipeline
+    decodes a segment (frame 0, the reference slot, dropped)."""
+    z = latents.to(next(vae.parameters()).device, vae.dtype)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z.device, z.dtype)
+    recip_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(z.device, z.dtype)
+    return vae.decode(z[:, :, 1:] / recip_std + mean, return_dict=False)[0]
 
 
 __all__ = [
+    "decode_latents",
     "ENCODERS",
     "LAYOUT",
     "WanAnimateEncoders",

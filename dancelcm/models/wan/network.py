@@ -257,14 +257,4 @@ class WanAuxTap:
         self.block_args = self.temb = self.motion_vec = None
 
 
-def parameter_count(config: dict | None = None) -> int:
-    """Parameters of a ``WanAnimateTransformer3DModel`` of ``config`` (None: the class defaults, which are the 14B
-    model's), counted on the meta device: no memory is allocated."""
-    from diffusers import WanAnimateTransformer3DModel
-
-    with torch.device("meta"):
-        model = WanAnimateTransformer3DModel(**(config or {}))
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["FAMILY", "WanAnimator", "WanAuxHead", "WanAuxTap", "parameter_count"]
+__all__ = ["FAMILY", "WanAnimator", "WanAuxHead", "WanAuxTap"]
