@@ -198,7 +198,8 @@ def long_video_sampler(
     if getattr(bundle.animator, "family", None) is not None:
         raise ValueError(
             f"{bundle.animator.family}: the windowed sampler drives the project's own animators (a Wan clip has a "
-            "reference slot and a temporal VAE); sample Wan2.2-Animate with its pipeline's segments"
+            "reference slot and a temporal VAE); Wan2.2-Animate samples long videos in WanAnimatePipeline's segments, "
+            "each conditioned on the previous one's last frames (`python -m dancelcm.animate model_dir=<wan folder>`)"
         )
     net, schedule = bundle.animator.eval(), bundle.schedule
     student = bundle.meta.get("kind") == "student"

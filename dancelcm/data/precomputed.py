@@ -41,6 +41,21 @@ def read_manifest(root: str | Path, option: str = "data.root") -> dict:
     return json.loads(mf.read_text())
 
 
+def clip_geometry(root: str | Path) -> dict:
+    """The precomputed clips' geometry and prompt as a model bundle records its training data (``resolution`` as
+    ``[H, W]``, ``num_frames`` and ``stride`` in source frames, the reference ``face_size`` / ``face_scale``,
+    ``prompt``, ``negative_prompt``); {} where there is no manifest yet (the data module names that problem)."""
+    try:
+        m = read_manifest(root)
+    except MissingPathError:
+        return {}
+    return {
+        "resolution": [m["height"], m["width"]], "num_frames": m["num_frames"], "stride": m["stride"],
+        "face_size": m["reference_face_size"], "face_scale": m["face_scale"], "prompt": m["prompt"],
+        "negative_prompt": m["negative_prompt"],
+    }  # fmt: skip
+
+
 class PrecomputedClips(Dataset):
     def __init__(
         self,

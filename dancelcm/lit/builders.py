@@ -45,6 +45,12 @@ def animator_kwargs(model_cfg: dict, resolution) -> dict:
 
 
 def data_geometry(data_cfg: dict) -> dict:
+    """What a model bundle records of its training clips (``bundle.json`` ``data``): the dataset's geometry, or for
+    clips precomputed from a large teacher the geometry and prompt ``precompute`` made them with."""
+    if str(data_cfg.get("_target_", "")).endswith("PrecomputedDataModule"):
+        from dancelcm.data.precomputed import clip_geometry
+
+        return clip_geometry(data_cfg["root"])
     keys = ("resolution", "num_frames", "stride", "face_size", "face_scale")
     return {k: data_cfg[k] for k in keys if k in data_cfg}
 

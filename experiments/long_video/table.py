@@ -19,6 +19,38 @@ def cell(row: dict, key: str, places: int) -> str:
     return f"{v:.{places}f}"
 
 
+def per_clip(f: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """sampler -> video id -> {seam, psnr_figure} from an evaluation's per_clip.csv."""
+    import csv
+
+    out: dict = {}
+    if f.is_file():
+        with f.open() as fh:
+            for r in csv.DictReader(fh):
+                out.setdefault(r["sampler"], {})[r["video_id"]] = {k: float(r[k]) for k in ("seam", "psnr_figure")}
+    return out
+
+
+def same_videos(o: Path) -> list[str]:
+    """The students' seam ratios and figure PSNR on the videos the teacher was run on (it sees fewer: its rows take
+    hours), so teacher and students compare on the same videos."""
+    teacher, students = per_clip(o / "eval_teacher" / "per_clip.csv"), per_clip(o / "eval_students" / "per_clip.csv")
+    if not teacher:
+        return []
+    ids = sorted(next(iter(teacher.values())))
+    lines = ["", f"On the teacher's {len(ids)} videos only (mean over the same videos):", "",
+             "| sampler | seam ratio | clips with seam > 1.1 | figure PSNR |", "|---|---|---|---|"]  # fmt: skip
+    for sampler, rows in {**teacher, **students}.items():
+        vals = [rows[i] for i in ids if i in rows]
+        if len(vals) != len(ids):
+            continue
+        seam = [v["seam"] for v in vals]
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        lines.append(f"| {sampler} | {mean(seam):.3f} | {sum(x > 1.1 for x in seam)} / {len(ids)} | "
+                     f"{mean([v['psnr_figure'] for v in vals]):.2f} |")  # fmt: skip
+    return lines
+
+
 def main(out: str) -> None:
     o = Path(out)
     lines = ["| sampler | " + " | ".join(h for _, h, _ in COLS) + " |", "|---|" + "---|" * len(COLS)]
@@ -50,6 +82,7 @@ def main(out: str) -> None:
                 if base
                 else f"- {name}: no baseline"
             )
+    lines += same_videos(o)
     (o / "table.md").write_text("\n".join(lines) + "\n")
     print((o / "table.md").read_text())
 

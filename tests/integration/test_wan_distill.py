@@ -155,6 +155,85 @@ def test_the_export_runs_in_diffusers_wan_animate_pipeline_like_the_projects_sam
         pipe.scheduler.set_timesteps(8)
 
 
+def test_animate_makes_a_long_wan_video_in_segments_conditioned_on_the_previous_ones_last_frames(
+    wan_setup, tmp_path, monkeypatch
+):
+    """#27 for a model that reads previous frames: `animate` on a Wan student runs diffusers' WanAnimatePipeline
+    segment by segment, each segment conditioned on the last `overlap` frames the previous one generated (1 or 5);
+    the first segment is the one-segment video of the same seed; bad window / overlap / guidance stop by name; the
+    command on the teacher folder (CFG) writes the whole video."""
+    import numpy as np
+    from diffusers import WanAnimatePipeline
+    from PIL import Image
+
+    from dancelcm import animate
+    from dancelcm.cli import CONF
+    from dancelcm.data.reader import FrameSource
+    from dancelcm.models.wan.bundle import animate_pipeline
+
+    model, pre = wan_setup
+    run(_train_cfg(model, pre, "wan_animate_k4", "method.student=full", "trainer.max_steps=1"), tmp_path / "r")
+    export = tmp_path / "r" / "export"
+    rng = np.random.default_rng(0)
+    pose = rng.integers(0, 255, (17, 32, 32, 3), dtype=np.uint8)
+    face = rng.integers(0, 255, (17, 24, 24, 3), dtype=np.uint8)
+    reference = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    seen = []
+    original = WanAnimatePipeline.prepare_prev_segment_cond_latents
+
+    def spy(self, prev_segment_cond_video=None, *args, **kwargs):
+        seen.append(None if prev_segment_cond_video is None else prev_segment_cond_video.clone())
+        return original(self, prev_segment_cond_video, *args, **kwargs)
+
+    monkeypatch.setattr(WanAnimatePipeline, "prepare_prev_segment_cond_latents", spy)
+    pipe, meta = animate_pipeline(export)
+    # the export records its training clips (from the precompute manifest); size / window / prompt default to them
+    assert meta["kind"] == "student"
+    assert {k: meta["data"][k] for k in ("resolution", "num_frames", "prompt")} == {
+        "resolution": [32, 32], "num_frames": 9, "prompt": "a person is dancing"}  # fmt: skip
+    long = animate.animate_wan(pipe, meta, reference, pose, face, steps=2, overlap=1)
+    assert long.shape == (17, 32, 32, 3) and len(seen) == 2 and seen[0] is None
+    # segment 2 reads the last frame segment 1 generated (the pipeline's [-1, 1] decode; the output is uint8)
+    last = ((seen[1][0, :, 0].clamp(-1, 1) + 1) / 2 * 255).permute(1, 2, 0)
+    torch.testing.assert_close(last, torch.from_numpy(long[8]).float(), rtol=0, atol=1.0)
+    seen.clear()
+    short = animate.animate_wan(pipe, meta, reference, pose[:9], face[:9], steps=2, overlap=1)
+    np.testing.assert_array_equal(short, long[:9])
+    assert seen == [None]
+    seen.clear()
+    five = animate.animate_wan(pipe, meta, reference, pose, face, steps=2, window=13, overlap=5)
+    assert five.shape == long.shape and len(seen) == 2 and seen[1].shape[2] == 5  # 13 + 8 new frames
+    for kwargs, match in [({"overlap": 2}, "overlap=2: Wan2.2-Animate conditions each segment on the last 1 or 5"),
+                          ({"window": 8}, "window=8: a Wan segment is 4n \\+ 1 frames"),
+                          ({"overlap": 5}, "window=9 with overlap=5: .* needs window >= 10"),
+                          ({"guidance": 2.0}, "guidance=2.0: a distilled student samples without CFG"),
+                          ({"steps": 5}, "steps=5: this student samples in \\['1', '2', '3', '4'\\]")]:  # fmt: skip
+        with pytest.raises(animate.InputError, match=match):
+            animate.animate_wan(pipe, meta, reference, pose, face, **kwargs)
+
+    # the command on the teacher folder: its own flow scheduler, 2 steps, CFG 2, a blank face (warned)
+    from hydra import compose, initialize_config_dir
+
+    frames = tmp_path / "pose"
+    frames.mkdir()
+    for i, f in enumerate(pose):
+        Image.fromarray(f).save(frames / f"{i:04d}.png")
+    reference.save(tmp_path / "ref.png")
+    out = tmp_path / "out" / "wan.mp4"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("animate", [f"model_dir={model}", f"reference={tmp_path / 'ref.png'}", f"pose={frames}",
+                                  f"out={out}", "steps=2", "guidance=2.0", "window=9", "size=[32,32]",
+                                  "prompt=a dancer"])  # fmt: skip
+    animate.run(cfg)
+    written = FrameSource(out)
+    assert len(written) == 17 and written.get([0]).shape == (1, 32, 96, 3)  # reference | pose | result
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        bad = compose("animate", [f"model_dir={model}", f"reference={tmp_path / 'ref.png'}", f"pose={frames}",
+                                  "face_box=[0,0,8,8]"])  # fmt: skip
+    with pytest.raises(animate.InputError, match="face_box="):
+        animate.run(bad)
+
+
 def test_a_bf16_base_trains_fp32_adapters_and_aux_head_under_bf16_mixed(wan_setup, tmp_path):
     """wan_animate_k4's memory plan: the frozen 14B base in bf16 (method.frozen_dtype), adapters, aux head and EMA
     in fp32; bf16 frozen weights without bf16 autocast stop at once, naming both options."""

@@ -122,6 +122,20 @@ def pin_sigmas(scheduler, sigmas_by_steps: dict[str, list[float]]):
     return scheduler
 
 
+def animate_pipeline(directory: str | Path, torch_dtype=torch.float32):
+    """diffusers' ``WanAnimatePipeline`` for a model folder ``animate`` is given: a Wan2.2-Animate repository (the
+    teacher, its own scheduler) or an exported Wan student (:func:`student_pipeline`). Returns ``(pipe, meta)``,
+    ``meta`` the folder's bundle metadata."""
+    d = Path(directory)
+    if is_wan_folder(d):
+        from diffusers import WanAnimatePipeline
+
+        d = check_model_folder(d, "model_dir", needs=("model_index.json", "transformer", "vae", "scheduler"))
+        pipe = WanAnimatePipeline.from_pretrained(d, local_files_only=True, torch_dtype=torch_dtype)
+        return pipe, wan_teacher_meta(d)
+    return student_pipeline(d, torch_dtype=torch_dtype), json.loads((d / "bundle.json").read_text())
+
+
 def student_pipeline(export: str | Path, base: str | Path | None = None, torch_dtype=torch.float32):
     """diffusers' ``WanAnimatePipeline`` running an exported student: the base folder's encoders and VAE, the
     student's transformer (a full export's, or the base's with the LoRA adapters loaded by diffusers'
@@ -131,6 +145,13 @@ def student_pipeline(export: str | Path, base: str | Path | None = None, torch_d
 
     d = Path(export)
     meta = json.loads((d / "bundle.json").read_text())
+    config = d / "animator_config.json"
+    if config.is_file() and json.loads(config.read_text()).get("face"):
+        raise ValueError(
+            f"{d}: this student has the paper's reference-face path (method.face.enabled), which is the project's own "
+            "addition to the transformer; diffusers' WanAnimatePipeline would run it without that path. Sample it "
+            "with the project's sampler (dancelcm.sampling.student_sampler) or train with method.face.enabled=false"
+        )
     base = Path(base or meta["autoencoder"]["pretrained"])
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(d, subfolder="scheduler", local_files_only=True)
     pin_sigmas(scheduler, meta["sampling"]["sigmas"])
