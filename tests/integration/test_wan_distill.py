@@ -399,3 +399,14 @@ def test_the_aux_head_copies_a_face_adapter_that_follows_the_last_block(tmp_path
     with torch.no_grad():
         out, aux = student(b(16, 3, 4, 4), torch.tensor([500.0]), cond)
     torch.testing.assert_close(aux, out, rtol=0, atol=1e-5)
+
+
+def test_diffusers_pipeline_refuses_a_student_with_the_reference_face_path(tmp_path):
+    """The paper's reference-face path is the project's addition to Wan's transformer: diffusers' pipeline would run
+    the student without it, so student_pipeline (and animate) stop, naming method.face.enabled."""
+    from dancelcm.models.wan.bundle import student_pipeline
+
+    (tmp_path / "bundle.json").write_text(json.dumps({"kind": "student", "family": "wan_animate"}))
+    (tmp_path / "animator_config.json").write_text(json.dumps({"face": {"dim": 16}}))
+    with pytest.raises(ValueError, match="reference-face path \\(method.face.enabled\\)"):
+        student_pipeline(tmp_path)
