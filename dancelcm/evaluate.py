@@ -68,9 +68,9 @@ def run(cfg: DictConfig) -> dict:
         f"{result['samplers'][samplers[0].name]['clips']} clips, seed {cfg.seed}.\n"
         f"Command: `{_command()}`"
     )
-    write_outputs(result, Path(cfg.out_dir), header)
+    written = write_outputs(result, Path(cfg.out_dir), header)
     log.info("\n%s", markdown_table(result["samplers"]))
-    log.info("wrote %s/{metrics.json,table.md,per_clip.csv,quality_vs_nfe.png,samples.png}", cfg.out_dir)
+    log.info("wrote %s/{%s}", cfg.out_dir, ",".join(written))
     return result
 
 

@@ -33,9 +33,9 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:
+def write_outputs(result: dict, out_dir: Path, header: str = "") -> list[str]:
     """evaluate's files: ``metrics.json``, ``table.md`` (``header`` above the table), ``per_clip.csv``,
-    ``quality_vs_nfe.png`` and, when clips were kept, ``samples.{png,mp4}``."""
+    ``quality_vs_nfe.png`` and, when clips were kept, ``samples.{png,mp4}``; returns the names written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_quality_vs_nfe(result["samplers"], out_dir / "quality_vs_nfe.png")
     (out_dir / "metrics.json").write_text(json.dumps(result["samplers"], indent=1))
@@ -49,6 +49,10 @@ def write_outputs(result: dict, out_dir: Path, header: str = "") -> None:
         table += f"\n\n`samples.png` / `samples.mp4`, per clip, the reference frame then one row each: {rows}."
     (out_dir / "table.md").write_text((header + "\n\n" if header else "") + table + "\n")
     write_per_clip(result, out_dir / "per_clip.csv")
+    names = ["metrics.json", "table.md", "per_clip.csv", "quality_vs_nfe.png"]
+    if result.get("kept"):  # (a samples.png of an earlier run in the folder is not this run's)
+        names += [n for n in ("samples.png", "samples.mp4") if (out_dir / n).is_file()]
+    return names
 
 
 def write_per_clip(result: dict, path: Path) -> None:

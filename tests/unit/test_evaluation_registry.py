@@ -52,7 +52,11 @@ def _samplers():
 def _evaluation(tmp_path):
     loader = _Loader([_batch()])
     result = evaluate(_samplers(), loader, lambda batch: (4, 3, 16, 16), reference="teacher DDIM-2")
-    write_outputs(result, tmp_path)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "samples.png").write_bytes(b"an earlier run's")  # not listed: this run kept no clips
+    written = write_outputs(result, tmp_path)
+    assert written == ["metrics.json", "table.md", "per_clip.csv", "quality_vs_nfe.png"]  # what evaluate logs
+    assert all((tmp_path / n).is_file() for n in written)
     return result
 
 
