@@ -148,7 +148,7 @@ def animate(
 
 
 WAN_OVERLAPS = (1, 5)  # the previous-segment frames WanAnimatePipeline can condition a segment on
-WAN_OPTIONS = ("prompt", "negative_prompt", "face_video")  # read by Wan2.2-Animate models only
+WAN_OPTIONS = ("prompt", "negative_prompt", "face_video", "size", "device", "dtype")  # read by Wan models only
 DEFAULT_PROMPT = "a person is dancing"  # precompute's default, the prompt a Wan student is trained with
 
 
@@ -223,8 +223,9 @@ def animate_wan(
             f"{' or '.join(map(str, WAN_OVERLAPS))} frames of the previous one (and fewer than window={window})"
         )
     if window < 2 * overlap:  # the pipeline takes them from the previous segment's new frames (window - overlap)
+        least = ((2 * overlap - 2) // temporal + 1) * temporal + 1
         raise InputError(f"window={window} with overlap={overlap}: a Wan segment conditioned on {overlap} previous "
-                         f"frames needs window >= {2 * overlap}")  # fmt: skip
+                         f"frames needs window >= {least}")  # fmt: skip
     if len(pose) <= overlap:
         raise InputError(f"pose: {len(pose)} frames; a Wan animation needs more than overlap={overlap}")
     motion = int(pipe.transformer.config.motion_encoder_size)
@@ -248,6 +249,17 @@ def animate_wan(
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
+def wan_size(value) -> tuple[int, int] | None:
+    """``size=`` as ``(H, W)``: one number for a square, or ``[H, W]``, multiples of 16 (the Wan VAE's 8x and the
+    transformer's 2x2 patches); None stays None (the default size)."""
+    if value is None:
+        return None
+    values = [value] * 2 if isinstance(value, int) else list(value)
+    if len(values) != 2 or any(not isinstance(v, int) or v <= 0 or v % 16 for v in values):
+        raise InputError(f"size={value}: give [H, W] (or one number), positive multiples of 16, e.g. size=[480,832]")
+    return values[0], values[1]
+
+
 def run_wan(cfg) -> None:
     """``run`` for a Wan2.2-Animate teacher folder or Wan student export."""
     from dancelcm.data.dataset import resize_center_crop
@@ -259,15 +271,21 @@ def run_wan(cfg) -> None:
             "uncond= / face_box= are read by the project's own animators; Wan2.2-Animate's CFG drops the prompt and "
             "the face video, and its face is face_video="
         )
+    device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device={device}: CUDA is not available here; use device=cpu")
+    name = cfg.get("dtype") or ("bfloat16" if device.startswith("cuda") else "float32")
+    if name not in ("float32", "bfloat16", "float16"):
+        raise InputError(f"dtype={name}: choose float32, bfloat16 or float16")
     try:
-        pipe, meta = animate_pipeline(cfg.model_dir)
+        pipe, meta = animate_pipeline(cfg.model_dir, torch_dtype=getattr(torch, name))
     except ValueError as e:
         raise InputError(f"model_dir={cfg.model_dir}: {e}") from e
+    pipe.to(device)
     reference = open_image(cfg.reference)
     pose = read_frames(cfg.pose, "pose", cfg.max_frames)
     face = None if not cfg.get("face_video") else read_frames(cfg.face_video, "face_video")
-    res = cfg.get("size")
-    size = None if res is None else ((int(res), int(res)) if isinstance(res, int) else tuple(int(v) for v in res))
+    size = wan_size(cfg.get("size"))
     log.info(
         "animating %d frames with %s in WanAnimatePipeline: segments of %s frames, each conditioned on the last %s of "
         "the previous one",

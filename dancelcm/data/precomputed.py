@@ -49,11 +49,12 @@ def clip_geometry(root: str | Path) -> dict:
         m = read_manifest(root)
     except MissingPathError:
         return {}
-    return {
-        "resolution": [m["height"], m["width"]], "num_frames": m["num_frames"], "stride": m["stride"],
-        "face_size": m["reference_face_size"], "face_scale": m["face_scale"], "prompt": m["prompt"],
-        "negative_prompt": m["negative_prompt"],
-    }  # fmt: skip
+    keys = {"num_frames": "num_frames", "stride": "stride", "face_size": "reference_face_size",
+            "face_scale": "face_scale", "prompt": "prompt", "negative_prompt": "negative_prompt"}  # fmt: skip
+    out = {k: m[src] for k, src in keys.items() if src in m}  # (older manifests lack some)
+    if "height" in m and "width" in m:
+        out["resolution"] = [m["height"], m["width"]]
+    return out
 
 
 class PrecomputedClips(Dataset):

@@ -205,7 +205,7 @@ def test_animate_makes_a_long_wan_video_in_segments_conditioned_on_the_previous_
     assert five.shape == long.shape and len(seen) == 2 and seen[1].shape[2] == 5  # 13 + 8 new frames
     for kwargs, match in [({"overlap": 2}, "overlap=2: Wan2.2-Animate conditions each segment on the last 1 or 5"),
                           ({"window": 8}, "window=8: a Wan segment is 4n \\+ 1 frames"),
-                          ({"overlap": 5}, "window=9 with overlap=5: .* needs window >= 10"),
+                          ({"overlap": 5}, "window=9 with overlap=5: .* needs window >= 13"),
                           ({"guidance": 2.0}, "guidance=2.0: a distilled student samples without CFG"),
                           ({"steps": 5}, "steps=5: this student samples in \\['1', '2', '3', '4'\\]")]:  # fmt: skip
         with pytest.raises(animate.InputError, match=match):
@@ -227,11 +227,13 @@ def test_animate_makes_a_long_wan_video_in_segments_conditioned_on_the_previous_
     animate.run(cfg)
     written = FrameSource(out)
     assert len(written) == 17 and written.get([0]).shape == (1, 32, 96, 3)  # reference | pose | result
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        bad = compose("animate", [f"model_dir={model}", f"reference={tmp_path / 'ref.png'}", f"pose={frames}",
-                                  "face_box=[0,0,8,8]"])  # fmt: skip
-    with pytest.raises(animate.InputError, match="face_box="):
-        animate.run(bad)
+    for extra, match in [("face_box=[0,0,8,8]", "face_box="), ("size=[30,32]", "size=\\[30, 32\\]: give \\[H, W\\]"),
+                         ("dtype=int8", "dtype=int8: choose")]:  # fmt: skip
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            bad = compose("animate", [f"model_dir={model}", f"reference={tmp_path / 'ref.png'}", f"pose={frames}",
+                                      extra])  # fmt: skip
+        with pytest.raises(animate.InputError, match=match):
+            animate.run(bad)
 
 
 def test_a_bf16_base_trains_fp32_adapters_and_aux_head_under_bf16_mixed(wan_setup, tmp_path):

@@ -69,6 +69,13 @@ def test_animate(micro_teacher, synthetic_root, tmp_path, caplog):
     independent = animate.animate(bundle, reference, pose, 2, 2.0, 4, overlap=0)
     assert fused.shape == independent.shape == (12, 3, 32, 32)
     assert (fused - independent).abs().max() > 1e-4
+    # the options only Wan2.2-Animate models read are refused by name, not dropped
+    from dancelcm.animate import InputError
+
+    for extra in ("size=[64,64]", "prompt=a dancer", "face_video=face.mp4", "device=cpu"):
+        with pytest.raises(InputError, match=f"{extra.split('=')[0]}=: read by Wan2.2-Animate models only"):
+            animate.run(_cfg("animate", [f"model_dir={micro_teacher}", f"reference={tmp_path / 'ref.png'}",
+                                         f"pose={tmp_path / 'pose48.mp4'}", extra]))  # fmt: skip
 
 
 def test_probe(micro_teacher, synthetic_root, tmp_path):
