@@ -68,6 +68,7 @@ def figure(results: dict, teacher: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -83,10 +84,17 @@ def figure(results: dict, teacher: dict, path: Path) -> None:
             goal = 1.25 * teacher[col] if col == "fd" else 0.9 * teacher[col]
             ax.axhline(goal, color="k", lw=1, ls="--", label="goal (4 steps)")
         ax.set_xscale("log")
+        all_steps = sorted({s for job in results.values() for s in job})
+        ax.set_xticks(all_steps, [str(s) for s in all_steps])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if col != "psnr_vs_teacher":
+            ax.set_yscale("log")  # a collapsing run (FD in the hundreds) must not flatten the others
         ax.set_xlabel("training steps")
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    axes[1].set_title("sharpness (log scale)")
+    axes[2].set_title("FD (log scale)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

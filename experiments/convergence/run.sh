@@ -17,10 +17,11 @@
 #              against the teacher's DDIM-50 + CFG 2 reference (computed once, cached by the teacher's contents).
 # 3. keep      the evaluated snapshots' records (metrics, per-clip table; no weights) -> experiments/convergence/jobs
 # 4. report    table.md, results.json and quality_vs_steps.png from the kept records.
+# 5. samples   samples_<STEPS>.png: DanceLCM and the baseline (uniform grid) at 2 and 4 steps on 2 held-out clips.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-STAGES=${STAGES:-train evaluate keep report}
+STAGES=${STAGES:-train evaluate keep report samples}
 JOBS=${JOBS:-full:uniform baseline:uniform full:fine_end baseline:fine_end}
 STEPS=${STEPS:-1500}
 SNAPSHOTS=${SNAPSHOTS:-150,500,$STEPS}
@@ -35,7 +36,7 @@ TEACHER=${TEACHER:-checkpoints/synthetic_teacher}
 if [[ " $STAGES " == *" train "* ]]; then
 for job in $JOBS; do
   variant=${job%%:*} grid=${job#*:}
-  echo "==> [1/4] train $variant on the $grid grid: $STEPS steps, snapshots at $SNAPSHOTS -> $SWEEP/${variant}_$grid"
+  echo "==> [1/5] train $variant on the $grid grid: $STEPS steps, snapshots at $SNAPSHOTS -> $SWEEP/${variant}_$grid"
   # shellcheck disable=SC2086  # TRAIN_ARGS is a list of overrides
   $PY -m dancelcm.train +experiment=synthetic_k4 "+variant=$variant" "method.segments.grid=$grid" "seed=$SEED" \
     trainer.max_steps="$STEPS" trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 \
@@ -47,7 +48,7 @@ done
 fi
 
 if [[ " $STAGES " == *" evaluate "* ]]; then
-echo "==> [2/4] evaluate every snapshot on $CLIPS held-out clips"
+echo "==> [2/5] evaluate every snapshot on $CLIPS held-out clips"
 for snap in "$SWEEP"/*/exports/step_*/; do
   snap=${snap%/}
   [[ -f "$snap/bundle.json" ]] || continue
@@ -64,7 +65,7 @@ done
 fi
 
 if [[ " $STAGES " == *" keep "* ]]; then
-echo "==> [3/4] keep: evaluated snapshots' records -> $OUT/jobs"
+echo "==> [3/5] keep: evaluated snapshots' records -> $OUT/jobs"
 for ev in "$SWEEP"/*/eval/step_*/; do
   ev=${ev%/}
   [[ -f "$ev/metrics.json" ]] || continue
@@ -79,6 +80,16 @@ done
 fi
 
 if [[ " $STAGES " == *" report "* ]]; then
-echo "==> [4/4] report -> $OUT"
+echo "==> [4/5] report -> $OUT"
 $PY "$OUT/report.py" "$OUT/jobs" "$OUT"
+fi
+
+if [[ " $STAGES " == *" samples "* ]]; then
+echo "==> [5/5] samples of the uniform-grid jobs at $STEPS steps -> $OUT/samples_$STEPS.png"
+snap=$(printf "step_%07d" "$STEPS")
+$PY -m dancelcm.evaluate "teacher=$TEACHER" \
+  "students={DanceLCM:'$SWEEP/full_uniform/exports/$snap',VideoLCM:'$SWEEP/baseline_uniform/exports/$snap'}" \
+  teacher_steps=[] reference_baseline=false vs_teacher=null student_steps=[2,4] max_clips=2 sample_clips=2 \
+  "out_dir='$SWEEP/samples_$STEPS'"
+cp "$SWEEP/samples_$STEPS/samples.png" "$OUT/samples_$STEPS.png"
 fi
