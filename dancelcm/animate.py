@@ -249,6 +249,22 @@ def animate_wan(
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
+LAYOUTS = ("video", "side_by_side")
+
+
+def write_animation(cfg, reference: np.ndarray, pose: np.ndarray, video: np.ndarray) -> None:
+    """``cfg.out`` as an mp4 of uint8 frames: the video, or with ``layout=side_by_side`` reference | pose | video
+    (``reference`` (H, W, 3) and ``pose`` (F, H, W, 3) at the video's size)."""
+    from dancelcm.data.layout import write_video
+
+    if cfg.layout == "side_by_side":
+        video = np.concatenate([np.broadcast_to(reference, video.shape), pose, video], axis=2)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, np.ascontiguousarray(video), fps=cfg.fps, crf=16)
+    log.info("wrote %s (%d frames)", out, len(video))
+
+
 def wan_size(value) -> tuple[int, int] | None:
     """``size=`` as ``(H, W)``: one number for a square, or ``[H, W]``, multiples of 16 (the Wan VAE's 8x and the
     transformer's 2x2 patches); None stays None (the default size)."""
@@ -263,7 +279,6 @@ def wan_size(value) -> tuple[int, int] | None:
 def run_wan(cfg) -> None:
     """``run`` for a Wan2.2-Animate teacher folder or Wan student export."""
     from dancelcm.data.dataset import resize_center_crop
-    from dancelcm.data.layout import write_video
     from dancelcm.models.wan.bundle import animate_pipeline
 
     if cfg.get("uncond") is not None or cfg.get("face_box") is not None:
@@ -296,32 +311,25 @@ def run_wan(cfg) -> None:
         pipe, meta, reference, pose, face, cfg.steps, cfg.guidance, cfg.window, cfg.get("overlap"), size,
         cfg.get("prompt"), cfg.get("negative_prompt") or "", cfg.seed,
     )  # fmt: skip
-    if cfg.layout == "side_by_side":
-        h, w = video.shape[1:3]
+    h, w = video.shape[1:3]
 
-        def fit(frames: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-            return resize_center_crop(x, (h, w))[0].clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+    def fit(frames: np.ndarray) -> np.ndarray:  # the inputs at the output's size, for the side-by-side layout
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+        return resize_center_crop(x, (h, w))[0].clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
-        ref = fit(np.asarray(reference)[None]).repeat(len(video), 0)
-        video = np.concatenate([ref, fit(pose), video], axis=2)
-    elif cfg.layout != "video":
-        raise InputError(f"layout={cfg.layout!r}: choose video or side_by_side")
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_video(out, video, fps=cfg.fps, crf=16)
-    log.info("wrote %s (%d frames)", out, len(video))
+    write_animation(cfg, fit(np.asarray(reference)[None])[0], fit(pose), video)
 
 
 def run(cfg) -> None:
     """The command's work on a composed config (``conf/animate.yaml``): callable in-process."""
-    from dancelcm.data.layout import write_video
     from dancelcm.media import to_uint8
     from dancelcm.models.bundle import load_bundle
 
     for key in ("reference", "pose"):
         if not cfg.get(key):
             raise InputError(f"{key}=... is required (see `python -m dancelcm.animate --help`)")
+    if cfg.layout not in LAYOUTS:
+        raise InputError(f"layout={cfg.layout!r}: choose {' or '.join(LAYOUTS)}")
     if is_wan_model(cfg.model_dir):
         return run_wan(cfg)
     given = [k for k in WAN_OPTIONS if cfg.get(k)]
@@ -351,16 +359,7 @@ def run(cfg) -> None:
         bundle, reference, pose, steps, guidance, window, cfg.seed, face_box, uncond, overlap,
         cfg.get("weights", "triangular"),
     )  # fmt: skip
-    frames = to_uint8(video[None])[0]
-    if cfg.layout == "side_by_side":
-        ref = to_uint8(reference[None, None].expand(1, len(pose), -1, -1, -1))[0]
-        frames = np.concatenate([ref, to_uint8(pose[None])[0], frames], axis=2)
-    elif cfg.layout != "video":
-        raise InputError(f"layout={cfg.layout!r}: choose video or side_by_side")
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_video(out, frames, fps=cfg.fps, crf=16)
-    log.info("wrote %s (%d frames)", out, len(frames))
+    write_animation(cfg, to_uint8(reference[None, None])[0, 0], to_uint8(pose[None])[0], to_uint8(video[None])[0])
 
 
 main = command("animate", run, __doc__, config_name="animate")

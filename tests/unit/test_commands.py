@@ -69,8 +69,19 @@ def test_animate(micro_teacher, synthetic_root, tmp_path, caplog):
     independent = animate.animate(bundle, reference, pose, 2, 2.0, 4, overlap=0)
     assert fused.shape == independent.shape == (12, 3, 32, 32)
     assert (fused - independent).abs().max() > 1e-4
-    # the options only Wan2.2-Animate models read are refused by name, not dropped
+    # reference | pose | result, every frame
+    side = tmp_path / "side.mp4"
+    args = [f"model_dir={micro_teacher}", f"reference={tmp_path / 'ref.png'}", f"pose={tmp_path / 'pose48.mp4'}"]
+    animate.run(_cfg("animate", [*args, "steps=2", "max_frames=8", f"out={side}"]))
+    frames = FrameSource(side).get(range(8))
+    assert frames.shape == (8, 32, 96, 3)
+    assert np.abs(frames[:, :, :32].astype(int) - frames[:1, :, :32]).max() <= 8  # the still reference (mp4 noise)
+    # the options only Wan2.2-Animate models read are refused by name, not dropped; a bad layout before sampling
     from dancelcm.animate import InputError
+
+    with pytest.raises(InputError, match="layout='grid': choose video or side_by_side"):
+        animate.run(_cfg("animate", [f"model_dir={micro_teacher}", "reference=missing.png", "pose=missing.mp4",
+                                     "layout=grid"]))  # fmt: skip
 
     for extra in ("size=[64,64]", "prompt=a dancer", "face_video=face.mp4", "device=cpu"):
         with pytest.raises(InputError, match=f"{extra.split('=')[0]}=: read by Wan2.2-Animate models only"):
