@@ -217,10 +217,10 @@ def animate_wan(
     if window < 1 or (window - 1) % temporal:
         raise InputError(f"window={window}: a Wan segment is {temporal}n + 1 frames (e.g. 77, 49, 9)")
     overlap = WAN_OVERLAPS[0] if overlap is None else int(overlap)
-    if overlap not in WAN_OVERLAPS or overlap >= window:
+    if overlap not in WAN_OVERLAPS:
         raise InputError(
             f"overlap={overlap}: Wan2.2-Animate conditions each segment on the last "
-            f"{' or '.join(map(str, WAN_OVERLAPS))} frames of the previous one (and fewer than window={window})"
+            f"{' or '.join(map(str, WAN_OVERLAPS))} frames of the previous one"
         )
     if window < 2 * overlap:  # the pipeline takes them from the previous segment's new frames (window - overlap)
         least = ((2 * overlap - 2) // temporal + 1) * temporal + 1
@@ -238,6 +238,11 @@ def animate_wan(
         res = trained["resolution"]
         size = (res, res) if isinstance(res, int) else tuple(res)
     kwargs = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
+    log.info(
+        "animating %d frames with the %s in WanAnimatePipeline (%d steps, CFG %g): segments of %d frames, each "
+        "conditioned on the last %d of the previous one", len(pose), "student" if student else "teacher", steps,
+        guidance, window, overlap,
+    )  # fmt: skip
     pipe.set_progress_bar_config(desc="denoising a segment", leave=False)
     prompt = prompt or trained.get("prompt") or DEFAULT_PROMPT
     out = pipe(
@@ -301,12 +306,6 @@ def run_wan(cfg) -> None:
     pose = read_frames(cfg.pose, "pose", cfg.max_frames)
     face = None if not cfg.get("face_video") else read_frames(cfg.face_video, "face_video")
     size = wan_size(cfg.get("size"))
-    log.info(
-        "animating %d frames with %s in WanAnimatePipeline: segments of %s frames, each conditioned on the last %s of "
-        "the previous one",
-        len(pose), "the student" if meta.get("kind") == "student" else "the teacher", cfg.window or "the default",
-        1 if cfg.get("overlap") is None else cfg.overlap,
-    )  # fmt: skip
     video = animate_wan(
         pipe, meta, reference, pose, face, cfg.steps, cfg.guidance, cfg.window, cfg.get("overlap"), size,
         cfg.get("prompt"), cfg.get("negative_prompt") or "", cfg.seed,
