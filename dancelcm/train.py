@@ -144,6 +144,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from dancelcm.callbacks.checkpoints import FinalCheckpoint
+    from dancelcm.callbacks.health import LossSpikes
     from dancelcm.callbacks.preemption import Preemption
     from dancelcm.callbacks.samples import ExportBundle, SampleVideos
 
@@ -170,6 +171,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
         callbacks.append(
             ExportBundle(every_n_steps=c.get("export_every_n_steps"), keep_at_steps=c.get("export_at_steps"))
         )
+    if c.get("loss_spikes"):
+        callbacks.append(LossSpikes(**c.loss_spikes))
     for extra in c.get("extra") or []:  # user callbacks: {_target_: module.Class, ...}
         callbacks.append(instantiate(extra))
     return callbacks
