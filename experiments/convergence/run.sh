@@ -17,7 +17,8 @@
 #              against the teacher's DDIM-50 + CFG 2 reference (computed once, cached by the teacher's contents).
 # 3. keep      the evaluated snapshots' records (metrics, per-clip table; no weights) -> experiments/convergence/jobs
 # 4. report    table.md, results.json and quality_vs_steps.png from the kept records.
-# 5. samples   samples_<STEPS>.png: DanceLCM and the baseline (uniform grid) at 2 and 4 steps on 2 held-out clips.
+# 5. samples   samples_<STEPS>_<grid>.png: DanceLCM and the baseline at 2 and 4 steps on 2 held-out clips, per grid
+#              in SAMPLE_GRIDS (uniform fine_end).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -30,6 +31,7 @@ CLIPS=${CLIPS:-32}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 EVAL_ARGS=${EVAL_ARGS:-}
 SWEEP=${SWEEP:-runs/convergence}
+SAMPLE_GRIDS=${SAMPLE_GRIDS:-uniform fine_end}
 OUT=experiments/convergence
 TEACHER=${TEACHER:-checkpoints/synthetic_teacher}
 
@@ -85,11 +87,13 @@ $PY "$OUT/report.py" "$OUT/jobs" "$OUT"
 fi
 
 if [[ " $STAGES " == *" samples "* ]]; then
-echo "==> [5/5] samples of the uniform-grid jobs at $STEPS steps -> $OUT/samples_$STEPS.png"
 snap=$(printf "step_%07d" "$STEPS")
-$PY -m dancelcm.evaluate "teacher=$TEACHER" \
-  "students={DanceLCM:'$SWEEP/full_uniform/exports/$snap',VideoLCM:'$SWEEP/baseline_uniform/exports/$snap'}" \
-  teacher_steps=[] reference_baseline=false vs_teacher=null student_steps=[2,4] max_clips=2 sample_clips=2 \
-  "out_dir='$SWEEP/samples_$STEPS'"
-cp "$SWEEP/samples_$STEPS/samples.png" "$OUT/samples_$STEPS.png"
+for grid in $SAMPLE_GRIDS; do
+  echo "==> [5/5] samples of the $grid-grid jobs at $STEPS steps -> $OUT/samples_${STEPS}_$grid.png"
+  $PY -m dancelcm.evaluate "teacher=$TEACHER" \
+    "students={DanceLCM:'$SWEEP/full_$grid/exports/$snap',VideoLCM:'$SWEEP/baseline_$grid/exports/$snap'}" \
+    teacher_steps=[] reference_baseline=false vs_teacher=null student_steps=[2,4] max_clips=2 sample_clips=2 \
+    "out_dir='$SWEEP/samples_${STEPS}_$grid'"
+  cp "$SWEEP/samples_${STEPS}_$grid/samples.png" "$OUT/samples_${STEPS}_$grid.png"
+done
 fi
