@@ -91,16 +91,16 @@ class LossSpikes(L.Callback):
         if loss is None:  # a batch the non-finite policy skipped
             return
         self.pending.append((self.step, loss.detach().float().reshape(())))
-        if len(self.pending) < self.every:
-            return
-        steps = [s for s, _ in self.pending]
-        values = torch.stack([v for _, v in self.pending]).cpu().tolist()
-        self.pending.clear()
-        for step, value in zip(steps, values, strict=True):
-            msg = self.tracker.update(step, value)
-            if msg and trainer.is_global_zero:
-                self.warnings += 1
-                log.warning(msg)
+        if len(self.pending) >= self.every:
+            steps = [s for s, _ in self.pending]
+            values = torch.stack([v for _, v in self.pending]).cpu().tolist()
+            self.pending.clear()
+            for step, value in zip(steps, values, strict=True):
+                msg = self.tracker.update(step, value)
+                if msg and trainer.is_global_zero:
+                    self.warnings += 1
+                    log.warning(msg)
+        # every batch (a Python float, no sync), so the loggers' own interval always finds a value
         pl_module.log("train/loss_spikes", float(len(self.tracker.spikes)), on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict:

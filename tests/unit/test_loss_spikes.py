@@ -3,6 +3,7 @@ a real Lightning fit (warning logged, metric logged, state carried by the checkp
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from dancelcm.callbacks.health import LossSpikes, SpikeTracker
@@ -105,17 +107,17 @@ class _Spiky(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=1e-3)
 
 
-def _fit(tmp_path, spikes, steps=80, ckpt=None):
+def _fit(tmp_path, spikes, steps=80, ckpt=None, logger=False):
     monitor = LossSpikes(window=20, factor=5, min_spikes=2, every=5)
     trainer = L.Trainer(
         max_steps=steps,
-        logger=False,
+        logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[monitor],
         default_root_dir=tmp_path,
-        log_every_n_steps=1,
+        log_every_n_steps=7,
     )
     trainer.fit(_Spiky(spikes), ckpt_path=ckpt)
     return trainer, monitor
@@ -123,10 +125,15 @@ def _fit(tmp_path, spikes, steps=80, ckpt=None):
 
 def test_the_callback_warns_in_a_fit_and_logs_the_count(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="dancelcm.callbacks.health"):
-        trainer, monitor = _fit(tmp_path, spikes=(50, 55), steps=60)
+        trainer, monitor = _fit(tmp_path, spikes=(50, 55), steps=60, logger=CSVLogger(tmp_path, name="csv"))
     assert monitor.warnings == 1
     assert "2 of the last 20 steps" in caplog.text and "50, 55" in caplog.text
     assert trainer.callback_metrics["train/loss_spikes"].item() == 2.0
+    # the logger's interval (7) is not the monitor's (5): the count still reaches the CSV at each of its 8 rows;
+    # at its last (step 55) the spike at 50 is counted, the one at 55 waits for the batch of five ending at 59
+    rows = list(csv.DictReader(next(tmp_path.glob("csv/version_0/metrics.csv")).read_text().splitlines()))
+    counts = [float(r["train/loss_spikes"]) for r in rows if r.get("train/loss_spikes")]
+    assert len(counts) == 8 and counts[-1] == 1.0 and counts[:-1] == [0.0] * 7
     with caplog.at_level(logging.WARNING, logger="dancelcm.callbacks.health"):
         caplog.clear()
         _, quiet = _fit(tmp_path, spikes=())
