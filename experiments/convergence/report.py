@@ -93,6 +93,9 @@ def figure(results: dict, teacher: dict, path: Path) -> None:
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    refs = [h for h in axes[1].get_lines() if h.get_label() in ("teacher", "goal (4 steps)")]
+    if refs:  # the black lines: the teacher's level and the 4-step goal
+        axes[1].legend(handles=refs, fontsize=7, loc="upper left")
     axes[1].set_title("sharpness (log scale)")
     axes[2].set_title("FD (log scale)")
     fig.tight_layout()
