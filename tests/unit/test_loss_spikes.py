@@ -49,7 +49,7 @@ def test_spikes_warn_once_per_window_naming_the_steps():
     warnings = _run(SpikeTracker(window=100, factor=5, min_spikes=3), losses)
     assert [s for s, _ in warnings] == [470]
     msg = warnings[0][1]
-    assert "3 of the last 100 steps" in msg and "400, 430, 470" in msg and "diverging" in msg
+    assert "3 of the last 100 losses" in msg and "400, 430, 470" in msg and "diverging" in msg
     # a run that keeps spiking is reported again, but at most once per window
     losses = _noisy(1000)
     for s in range(300, 1000, 10):
@@ -57,6 +57,19 @@ def test_spikes_warn_once_per_window_naming_the_steps():
     steps = [s for s, _ in _run(SpikeTracker(window=100, factor=5, min_spikes=3), losses)]
     assert steps[0] == 320 and len(steps) >= 5
     assert all(b - a >= 100 for a, b in zip(steps, steps[1:], strict=False))
+
+
+def test_the_window_counts_losses_not_optimizer_steps():
+    """Under gradient accumulation (4 micro-batches a step) three spikes 120 losses apart (30 steps) are not three
+    within a window of 100 losses; 40 apart they are, and the message names their optimizer steps."""
+    for gap, expected in ((60, []), (40, [280])):
+        losses = _noisy(800)
+        for i in (200, 200 + gap, 200 + 2 * gap):
+            losses[i] *= 10
+        tracker = SpikeTracker(window=100, factor=5, min_spikes=3)
+        warned = [(i, tracker.update(i // 4, v)) for i, v in enumerate(losses)]
+        assert [i for i, m in warned if m] == expected
+    assert "at steps 50, 60, 70" in next(m for _, m in warned if m)
 
 
 def test_the_median_resists_the_spikes_it_counts():
@@ -127,7 +140,7 @@ def test_the_callback_warns_in_a_fit_and_logs_the_count(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="dancelcm.callbacks.health"):
         trainer, monitor = _fit(tmp_path, spikes=(50, 55), steps=60, logger=CSVLogger(tmp_path, name="csv"))
     assert monitor.warnings == 1
-    assert "2 of the last 20 steps" in caplog.text and "50, 55" in caplog.text
+    assert "2 of the last 20 losses" in caplog.text and "50, 55" in caplog.text
     assert trainer.callback_metrics["train/loss_spikes"].item() == 2.0
     # the logger's interval (7) is not the monitor's (5): the count still reaches the CSV at each of its 8 rows;
     # at its last (step 55) the spike at 50 is counted, the one at 55 waits for the batch of five ending at 59
@@ -157,3 +170,22 @@ def test_on_by_default_and_off_with_null(tmp_path):
     assert any(isinstance(c, LossSpikes) for c in build_callbacks(cfg, tmp_path))
     cfg.callbacks.loss_spikes = None
     assert not any(isinstance(c, LossSpikes) for c in build_callbacks(cfg, tmp_path))
+
+
+def test_losses_not_yet_read_travel_in_the_state():
+    monitor = LossSpikes(window=20, every=10)
+    monitor.tracker.update(0, 0.5)
+    monitor.pending = [(7, torch.tensor(0.25)), (8, torch.tensor(0.75))]
+    again = LossSpikes(window=20, every=10)
+    again.load_state_dict(torch.load(_saved(monitor.state_dict()), weights_only=True))
+    assert [(s, float(v)) for s, v in again.pending] == [(7, 0.25), (8, 0.75)]
+    assert again.tracker.count == 1 and list(again.tracker.recent) == [0.5]
+
+
+def _saved(obj):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
