@@ -3,7 +3,7 @@ flagged them? Replays each job's logged training losses through its rule:
 
     PYTHONPATH=. python experiments/convergence/spikes.py
 
-The CSV logs hold only every 10th step's loss, so the monitor's default (3 spikes, each > 5x the median of the 100
+The CSV logs hold only every 10th step's loss, so the monitor's default (3 spikes, each > 10x the median of the 100
 losses before it, within 100 losses) cannot be replayed exactly: the window is scaled to 10 logged values (100
 steps) and the spike count is shown for 1, 2 and 3 logged spikes in it (the real monitor sees ten times as many
 losses, so its first warning is likely near the 1-spike column). Prints a Markdown table.
@@ -29,7 +29,7 @@ def logged_losses(job: Path) -> dict[int, float]:
     return losses
 
 
-def main(log_every: int = 10, window_steps: int = 100, factor: float = 5.0) -> None:
+def main(log_every: int = 10, window_steps: int = 100, factor: float = 10.0) -> None:
     counts = (1, 2, 3)
     head = " | ".join(f"first warning, {n} logged spike{'s' if n > 1 else ''}" for n in counts)
     print(f"| job | logged steps | {head} |")

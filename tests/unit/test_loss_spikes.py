@@ -84,10 +84,10 @@ def test_state_round_trip_continues_identically():
     losses = _noisy(600)
     for s in range(350, 600, 15):
         losses[s] *= 10
-    whole = _run(SpikeTracker(), losses)
-    first = SpikeTracker()
+    whole = _run(SpikeTracker(factor=5), losses)
+    first = SpikeTracker(factor=5)
     _run(first, losses[:380])
-    second = SpikeTracker()
+    second = SpikeTracker(factor=5)
     second.load_state_dict(first.state_dict())
     rest = [(s, m) for s, m in ((s, second.update(s, v)) for s, v in enumerate(losses) if s >= 380) if m]
     assert [s for s, _ in whole if s >= 380] == [s for s, _ in rest] and rest
