@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 def logged_losses(job: Path) -> dict[int, float]:
     losses: dict[int, float] = {}
     for path in sorted(job.glob("csv/version_*/metrics.csv")):  # version_1 after a resume overrides overlaps
-        for row in csv.DictReader(path.open()):
+        for row in csv.DictReader(path.read_text().splitlines()):
             if row.get("train/loss"):
                 losses[int(row["step"])] = float(row["train/loss"])
     return losses
